@@ -1,0 +1,83 @@
+"""Lazy, optional imports of heavy dependencies.
+
+Nothing here imports a heavy package at import time; each helper imports on first call and
+turns a missing package into ``BackendUnavailable`` naming the pip extra. Nothing is ever
+installed at run time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from functools import lru_cache
+from types import ModuleType
+
+from cdiqa.errors import BackendUnavailable
+
+# module -> the extra of cdiqa that provides it
+_EXTRAS = {
+    "torch": "train",
+    "onnx": "export",
+    "onnxruntime": "runtime",
+    "onnxruntime.quantization": "export",
+    "tensorrt": "trt",
+    "tensorrt.plugin": "trt",
+    "cuda.bindings.driver": "cuda",
+    "cuda.bindings.runtime": "cuda",
+    "cuda.bindings.nvrtc": "cuda",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "tritonclient.http": "triton",
+    "tritonclient.grpc": "triton",
+}
+
+
+def lazy_import(name: str, *, purpose: str | None = None) -> ModuleType:
+    """Import ``name`` now, or raise ``BackendUnavailable`` that says what to install.
+
+    Args:
+        name: dotted module name, e.g. ``"onnxruntime"``.
+        purpose: what needs it, for the message (e.g. ``"TensorRT backend"``).
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        root = name.split(".")[0]
+        extra = _EXTRAS.get(name, _EXTRAS.get(root))
+        who = purpose or f"This feature"
+        hint = f"; install 'cdiqa[{extra}]'" if extra else f"; install '{root}'"
+        raise BackendUnavailable(f"{who} needs '{root}' ({exc}){hint}.") from None
+
+
+@lru_cache(maxsize=None)
+def available(name: str) -> bool:
+    """Whether ``name`` can be imported, computed once and without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def torch() -> ModuleType:
+    """The torch module (training, export)."""
+    return lazy_import("torch", purpose="Training and export")
+
+
+def onnx() -> ModuleType:
+    """The onnx module."""
+    return lazy_import("onnx", purpose="ONNX export")
+
+
+def onnxruntime() -> ModuleType:
+    """The onnxruntime module."""
+    return lazy_import("onnxruntime", purpose="ONNX Runtime backend")
+
+
+def tensorrt() -> ModuleType:
+    """The tensorrt module."""
+    return lazy_import("tensorrt", purpose="TensorRT backend")
+
+
+def cuda_driver() -> ModuleType:
+    """cuda-python's driver API bindings (cuda.bindings.driver)."""
+    return lazy_import("cuda.bindings.driver", purpose="CUDA kernels")

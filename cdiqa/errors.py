@@ -1,0 +1,42 @@
+"""One error hierarchy for cdiqa.
+
+Messages follow one template: ``<what> for <tensor/file> '<name>': got <actual>, expected
+<expected>. <How to fix>.`` The CLI prints a ``CdiqaError`` without a traceback and exits 1.
+"""
+
+
+class CdiqaError(Exception):
+    """A user-facing error: bad input, bad configuration or a missing dependency."""
+
+
+class ConfigError(CdiqaError):
+    """Options that are unknown or incompatible."""
+
+
+class ImageError(CdiqaError):
+    """An image file or array that cannot be scored as given."""
+
+
+class ShapeError(CdiqaError):
+    """A tensor whose shape, rank, dtype or channel count does not fit."""
+
+
+class ManifestError(CdiqaError):
+    """A bundle whose manifest or files are missing, altered or of an unknown version."""
+
+
+class BackendUnavailable(CdiqaError):
+    """An optional dependency (onnxruntime, tensorrt, cuda-python, a GPU) is not present."""
+
+
+class CalibrationError(CdiqaError):
+    """A domain calibration that cannot run or did not pass its accuracy gate."""
+
+
+def describe(what: str, kind: str, name: object, got: object, expected: object, fix: str) -> str:
+    """Format a message with the house template.
+
+    >>> describe("Shape", "tensor", "ref", (3, 4), "(B, 3, H, W)", "Pass an RGB batch")
+    "Shape for tensor 'ref': got (3, 4), expected (B, 3, H, W). Pass an RGB batch."
+    """
+    return f"{what} for {kind} '{name}': got {got}, expected {expected}. {fix.rstrip('.')}."

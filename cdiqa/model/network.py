@@ -1,0 +1,255 @@
+"""The causal-disentanglement network (METHOD.md items 1-7).
+
+::
+
+    R, D ──► front end (fixed opponent colour + gradients, or learned) ──► stem /2
+          ──► stage1 /4 ──► stage2 /8 ──► stage3 /16 ──► stage4 /32        (encoder φ)
+    per scale s:  c_s = Hc_s(φ_s)   d_s = Hd_s(φ_s)                      (1x1 heads)
+                  G_s(c, d) ≈ φ_s                                        (decoder, training)
+                  e = d_s(D) - d_s(R),  a = W_s |c_s(R)|^γ_s
+                  stats_s = masking(e · roi_mask, a)  ──► sums, sumsq, counts
+    v = [mean, std] over all channels of all scales (0 for identical images)
+
+Reference and distorted images go through the encoder in separate calls: identical inputs of
+identical shape then give bitwise identical codes, so e == 0 and v == 0 exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Literal, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cdiqa.masking import STRIDES
+from cdiqa.model import masking as tm
+
+# LMN opponent space of FSIMc/VSI: luminance and two chroma axes
+_OPPONENT = ((0.06, 0.63, 0.27), (0.30, 0.04, -0.35), (0.34, -0.60, 0.17))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the network. Saved in every checkpoint and bundle."""
+
+    channels: tuple[int, ...] = (32, 64, 96, 128)
+    stem_channels: int = 24
+    frontend: Literal["fixed", "learned"] = "fixed"
+    window: int = 5
+    gamma_init: float = 2.0
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Inverse of ``to_dict``."""
+        d = dict(d)
+        d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+
+class FixedFrontEnd(nn.Module):
+    """RGB -> LMN opponent colour, then per channel [value, d/dx, d/dy] (Scharr): 9 maps.
+
+    Not trained: gradient features in an opponent space are what the strongest training-free
+    FR metrics (GMSD, VSI, MDSI) are built on, so the learned layers start from them.
+    """
+
+    out_channels = 9
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("colour", torch.tensor(_OPPONENT).view(3, 3, 1, 1))
+        sx = torch.tensor([[3.0, 0, -3], [10, 0, -10], [3, 0, -3]]) / 16
+        ident = torch.zeros(3, 3)
+        ident[1, 1] = 1
+        bank = torch.stack([ident, sx, sx.t()])  # (3, 3, 3)
+        weight = torch.zeros(9, 3, 3, 3)
+        for c in range(3):
+            weight[3 * c: 3 * c + 3, c] = bank
+        self.register_buffer("filters", weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, self.colour), self.filters, padding=1)
+
+
+class LearnedFrontEnd(nn.Module):
+    """A plain learned 3x3 conv, the baseline that the fixed front end is measured against."""
+
+    out_channels = 9
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, self.out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+
+
+class Encoder(nn.Module):
+    """φ: front end, stem (/2) and 4 stages (/4, /8, /16, /32); returns the 4 stage maps."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.front = FixedFrontEnd() if cfg.frontend == "fixed" else LearnedFrontEnd()
+        self.stem = _conv(self.front.out_channels, cfg.stem_channels, 2)
+        cins = (cfg.stem_channels,) + cfg.channels[:-1]
+        self.stages = nn.ModuleList(
+            nn.Sequential(_conv(ci, co, 2), _conv(co, co)) for ci, co in zip(cins, cfg.channels))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.stem(self.front(x))
+        feats = []
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+
+class Decoder(nn.Module):
+    """G_s(c, d) ≈ φ_s: the light decoder used for factual and counterfactual reconstruction."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(2 * channels, channels, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(channels, channels, 1))
+
+    def forward(self, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([c, d], dim=1))
+
+
+MaskingOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+class Masking(nn.Module):
+    """Learned parameters of one scale's masking: γ >= 1, σ > 0, non-negative 1x1 mixing W."""
+
+    def __init__(self, channels: int, window: int, gamma_init: float) -> None:
+        super().__init__()
+        self.window = window
+        # γ = 1 + softplus(raw) keeps |e|^γ differentiable at e = 0
+        self.gamma_raw = nn.Parameter(torch.full((channels,), _softplus_inv(gamma_init - 1)))
+        self.sigma_raw = nn.Parameter(torch.full((channels,), _softplus_inv(0.1)))
+        self.mix_raw = nn.Parameter(torch.eye(channels) * 4 - 4)
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        return 1 + F.softplus(self.gamma_raw)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return F.softplus(self.sigma_raw) + 1e-4
+
+    def activity(self, c_ref: torch.Tensor) -> torch.Tensor:
+        """a = W |c(R)|^γ, non-negative."""
+        w = F.softplus(self.mix_raw)
+        return F.conv2d(c_ref.abs().pow(self.gamma.view(1, -1, 1, 1)), w[:, :, None, None])
+
+    def forward(self, e: torch.Tensor, c_ref: torch.Tensor, op: MaskingOp) -> torch.Tensor:
+        return op(e, self.activity(c_ref), self.gamma, self.sigma, self.window)
+
+
+def _softplus_inv(y: float) -> float:
+    return float(torch.log(torch.expm1(torch.tensor(float(y)))))
+
+
+class Codes(NamedTuple):
+    """Per-scale encoder maps and codes of one image."""
+
+    phi: list[torch.Tensor]
+    content: list[torch.Tensor]
+    degradation: list[torch.Tensor]
+
+
+class Stats(NamedTuple):
+    """Masking statistics of a pair over all scales, each (B, D)."""
+
+    sums: torch.Tensor
+    sumsq: torch.Tensor
+    counts: torch.Tensor
+
+
+class CDIQA(nn.Module):
+    """The full model. ``forward(ref, dist, roi)`` returns the masking ``Stats``."""
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        self.encoder = Encoder(cfg)
+        ch = cfg.channels
+        self.content_heads = nn.ModuleList(nn.Conv2d(c, c, 1) for c in ch)
+        self.degradation_heads = nn.ModuleList(nn.Conv2d(c, c, 1) for c in ch)
+        self.decoders = nn.ModuleList(Decoder(c) for c in ch)
+        self.masking = nn.ModuleList(Masking(c, cfg.window, cfg.gamma_init) for c in ch)
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of v: 2 x (sum of channels)."""
+        return 2 * sum(self.cfg.channels)
+
+    def codes(self, x: torch.Tensor) -> Codes:
+        """Encoder maps and content/degradation codes of one batch of images."""
+        phi = self.encoder(x)
+        content = [h(p) for h, p in zip(self.content_heads, phi)]
+        degradation = [h(p) for h, p in zip(self.degradation_heads, phi)]
+        return Codes(phi, content, degradation)
+
+    def stats_from_codes(self, ref: Codes, dist: Codes, roi: torch.Tensor | None,
+                         size: tuple[int, int], op: MaskingOp = tm.masking_stats) -> Stats:
+        """Masking statistics from the two images' codes, restricted to ``roi`` if given."""
+        sums, sumsq, counts = [], [], []
+        for s, (mask_mod, cr, dr, dd) in enumerate(
+                zip(self.masking, ref.content, ref.degradation, dist.degradation)):
+            weight = roi_mask(roi, size, STRIDES[s], dd.shape)
+            st = mask_mod(dd - dr if weight is None else (dd - dr) * weight, cr, op)
+            sums.append(st[:, 0])
+            sumsq.append(st[:, 1])
+            n = (dd.shape[2] * dd.shape[3]) if weight is None else weight.sum(dim=(2, 3))
+            counts.append(torch.ones_like(st[:, 0]) * n)
+        return Stats(torch.cat(sums, 1), torch.cat(sumsq, 1), torch.cat(counts, 1))
+
+    def forward(self, ref: torch.Tensor, dist: torch.Tensor, roi: torch.Tensor | None = None,
+                op: MaskingOp = tm.masking_stats) -> Stats:
+        """Masking statistics of (ref, dist) pairs; ``op`` selects the masking implementation."""
+        size = (ref.shape[2], ref.shape[3])
+        return self.stats_from_codes(self.codes(ref), self.codes(dist), roi, size, op)
+
+    def features(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        """v (B, 2D) of whole images."""
+        return tm.features_from_stats(*self(ref, dist))
+
+
+def roi_mask(roi: torch.Tensor | None, size: tuple[int, int], stride: int,
+             shape: torch.Size) -> torch.Tensor | None:
+    """(B, 1, h, w) indicator of the feature pixels whose input cells meet ``roi``.
+
+    roi is (B, 4) integer [y0, x0, y1, x1) in input pixels; feature pixel i covers input rows
+    [i*stride, (i+1)*stride). Tiles aligned to 32 pixels therefore partition every scale.
+    """
+    if roi is None:
+        return None
+    roi = roi.to(torch.int64)
+    h, w = shape[2], shape[3]
+    rows = torch.arange(h, device=roi.device).view(1, h)
+    cols = torch.arange(w, device=roi.device).view(1, w)
+    y0, x0 = roi[:, 0:1] // stride, roi[:, 1:2] // stride
+    y1, x1 = (roi[:, 2:3] + stride - 1) // stride, (roi[:, 3:4] + stride - 1) // stride
+    in_rows = ((rows >= y0) & (rows < y1)).to(torch.float32)
+    in_cols = ((cols >= x0) & (cols < x1)).to(torch.float32)
+    return (in_rows[:, None, :, None] * in_cols[:, None, None, :])
+
+
+def load_model(path, map_location: str = "cpu") -> CDIQA:
+    """Load a checkpoint or weights file written by ``save_model`` or training."""
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    model = CDIQA(ModelConfig.from_dict(blob["config"]))
+    model.load_state_dict(blob["model"])
+    return model.eval()

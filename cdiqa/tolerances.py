@@ -1,0 +1,50 @@
+"""Every numeric tolerance of the project, in one table.
+
+Keyed by (implementation, precision). ``rtol`` is a relative error of the whole tensor,
+||out - ref|| / ||ref||, against ``cdiqa.masking`` in float64; ``atol`` is an absolute bound on
+a score. Tests never inline a tolerance: they look it up here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Allowed error of one implementation at one precision."""
+
+    rtol: float = 0.0
+    atol: float = 0.0
+
+
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    # float32 math against float64: a few ulps over sums of ~1e5 terms
+    ("numpy", "fp32"): Tolerance(rtol=1e-5),
+    ("torch", "fp32"): Tolerance(rtol=1e-5),
+    ("onnx", "fp32"): Tolerance(rtol=1e-5),
+    ("cuda", "fp32"): Tolerance(rtol=1e-5),
+    # fp16 inputs, fp32 accumulation (issue 4)
+    ("cuda", "fp16"): Tolerance(rtol=2e-3),
+    # scores: ONNX Runtime vs PyTorch (issue 3)
+    ("onnx_score", "fp32"): Tolerance(atol=1e-4),
+    # tiled vs untiled scoring of one image
+    ("tiled_score", "fp32"): Tolerance(atol=2e-3),
+}
+
+
+def tolerance(implementation: str, precision: str = "fp32") -> Tolerance:
+    """Look up the tolerance of ``implementation`` at ``precision`` (KeyError if unset)."""
+    return TOLERANCES[(implementation, precision)]
+
+
+def relative_error(out, ref) -> float:
+    """||out - ref|| / ||ref|| in float64 (||ref|| = 0 gives the absolute error)."""
+    import numpy as np
+
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    if not np.all(np.isfinite(out)):
+        return float("inf")
+    denom = np.linalg.norm(ref)
+    diff = np.linalg.norm(out - ref)
+    return float(diff / denom) if denom > 0 else float(diff)
