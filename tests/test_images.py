@@ -1,0 +1,99 @@
+"""Images in: explicit conversions and one-line errors that name the file."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cdiqa.errors import ImageError
+from cdiqa.images import as_image, atomic_write, check_pair, load_image, save_image
+from cdiqa.masking import MIN_SIZE
+
+
+def _save(tmp_path, name, arr, mode=None, **kw):
+    p = tmp_path / name
+    Image.fromarray(arr, mode=mode).save(p, **kw) if mode else Image.fromarray(arr).save(p, **kw)
+    return p
+
+
+def test_rgb_png_round_trip(tmp_path, rng):
+    a = rng.integers(0, 256, (70, 80, 3), dtype=np.uint8)
+    img = load_image(_save(tmp_path, "x.png", a))
+    assert img.dtype == np.float32 and img.shape == (70, 80, 3)
+    np.testing.assert_array_equal(np.rint(img * 255).astype(np.uint8), a)
+
+
+def test_grayscale_replicated(tmp_path, rng):
+    a = rng.integers(0, 256, (66, 67), dtype=np.uint8)
+    img = load_image(_save(tmp_path, "g.png", a))
+    assert np.all(img[..., 0] == img[..., 1]) and np.all(img[..., 1] == img[..., 2])
+    np.testing.assert_allclose(img[..., 0], a / 255, atol=1e-7)
+
+
+def test_16bit_grayscale_scaled_by_65535(tmp_path):
+    a = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    p = tmp_path / "g16.png"
+    Image.fromarray(a).save(p)
+    img = load_image(p)
+    np.testing.assert_allclose(img[..., 2], a / 65535, atol=1e-6)
+    assert img.max() == pytest.approx(1.0)
+
+
+def test_rgba_drops_alpha_and_palette_expands(tmp_path, rng):
+    rgba = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    img = load_image(_save(tmp_path, "a.png", rgba))
+    np.testing.assert_allclose(img, rgba[..., :3] / 255, atol=1e-7)
+    pal = Image.fromarray(rgba[..., :3]).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.save(tmp_path / "p.png")
+    img = load_image(tmp_path / "p.png")
+    np.testing.assert_allclose(img, np.asarray(pal.convert("RGB")) / 255, atol=1e-7)
+
+
+def test_missing_and_corrupt_files_named(tmp_path):
+    with pytest.raises(ImageError, match="'.*nope.png' does not exist"):
+        load_image(tmp_path / "nope.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(ImageError, match="bad.png' cannot be read"):
+        load_image(bad)
+    good = _save(tmp_path, "t.jpg", np.zeros((80, 80, 3), np.uint8))
+    trunc = tmp_path / "trunc.jpg"
+    trunc.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ImageError, match="trunc.jpg' cannot be read"):
+        load_image(trunc)
+
+
+def test_array_checks():
+    with pytest.raises(ImageError, match="NaN or inf"):
+        as_image(np.full((64, 64, 3), np.nan, np.float32), "frame")
+    with pytest.raises(ImageError, match="Range for image 'frame'"):
+        as_image(np.full((64, 64, 3), 2.0), "frame")
+    with pytest.raises(ImageError, match="Shape for image 'x'"):
+        as_image(np.zeros((2, 64, 64, 3)), "x")
+    with pytest.raises(ImageError, match="Dtype"):
+        as_image(np.zeros((64, 64, 3), np.int32), "i")
+    assert as_image(np.full((64, 64, 3), 65535, np.uint16)).max() == 1.0
+
+
+def test_pair_checks():
+    a = np.zeros((MIN_SIZE, MIN_SIZE + 1, 3), np.float32)
+    check_pair(a, a)
+    with pytest.raises(ImageError, match="same size"):
+        check_pair(a, np.zeros((MIN_SIZE, MIN_SIZE, 3), np.float32), "r.png", "d.png")
+    small = np.zeros((MIN_SIZE - 1, 100, 3), np.float32)
+    with pytest.raises(ImageError, match=f"at least {MIN_SIZE}x{MIN_SIZE}"):
+        check_pair(small, small)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    p = tmp_path / "out.png"
+    save_image(p, np.ones((8, 8, 3), np.float32))
+    before = p.read_bytes()
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(p, boom)
+    assert p.read_bytes() == before
+    assert [x.name for x in tmp_path.iterdir()] == ["out.png"]
