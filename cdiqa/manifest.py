@@ -1,0 +1,382 @@
+"""The bundle manifest: a typed, validated description of an exported model (stdlib + numpy).
+
+A bundle is a directory::
+
+    bundle/
+      manifest.json          this file's ``Manifest``, written last (atomic rename)
+      model.onnx             masking decomposed into standard ONNX ops: runs on any ONNX Runtime
+      model.plugin.onnx      the same graph, each masking module one ``CdiqaMasking`` node
+      model.pt               the torch checkpoint the graphs came from (for ``iqa-export check``)
+      profiles/<domain>.json a quality head (``cdiqa.heads``) per imaging domain
+
+Every file is listed with its sha256; ``load_manifest`` refuses a bundle with a missing or
+altered file, an unknown ``schema_version`` or a missing field, naming what is wrong.
+
+The graph's tensor names are defined here and nowhere else (``INPUT_*``, ``OUTPUT_*``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+from cdiqa.errors import ManifestError, describe
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+# ---- graph tensor names (the one place they are spelled) ----
+INPUT_REF = "ref"
+INPUT_DIST = "dist"
+INPUT_ROI = "roi"
+OUTPUT_SUMS = "sums"
+OUTPUT_SUMSQ = "sumsq"
+OUTPUT_COUNTS = "counts"
+INPUT_NAMES = (INPUT_REF, INPUT_DIST, INPUT_ROI)
+OUTPUT_NAMES = (OUTPUT_SUMS, OUTPUT_SUMSQ, OUTPUT_COUNTS)
+
+# ---- symbolic dimensions ----
+DIM_BATCH = "batch"
+DIM_HEIGHT = "height"
+DIM_WIDTH = "width"
+
+# ---- keys of ``Manifest.files`` and the file names an export writes ----
+FILE_ONNX = "onnx"
+FILE_ONNX_PLUGIN = "onnx_plugin"
+FILE_CHECKPOINT = "checkpoint"
+FILE_NAMES = {FILE_ONNX: "model.onnx", FILE_ONNX_PLUGIN: "model.plugin.onnx",
+              FILE_CHECKPOINT: "model.pt"}
+PROFILES_DIR = "profiles"
+DEFAULT_DOMAIN = "natural"
+
+_FIX = "Re-export the bundle with `iqa-export export`"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output. ``shape`` holds ints and symbolic dim names (strings)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    layout: str
+    value_range: tuple[float, float] | None = None
+
+    @property
+    def rank(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    def dynamic_axes(self) -> dict[int, str]:
+        """{axis: symbolic name} of the dimensions that vary."""
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of the bundle: its path relative to the bundle root and its sha256."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the graph's image inputs must hold; conversions happen in ``cdiqa.images``."""
+
+    colour: str = "RGB"
+    dtype: str = "float32"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    layout: str = "NCHW"
+    min_size: int = 64
+    conversions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """What the runtime's score means."""
+
+    direction: str = "higher_is_better"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    identical: float = 1.0
+
+
+@dataclass(frozen=True)
+class TilingSpec:
+    """How a large image may be tiled: interiors aligned to ``alignment``, ``halo`` of context.
+
+    The tile crops start on multiples of ``alignment`` (the coarsest stride) so that every
+    scale's feature grid of a tile coincides with the untiled one.
+    """
+
+    alignment: int = 32
+    halo: int = 64
+    strides: tuple[int, ...] = (4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """The masking op as a TensorRT plugin node in ``model.plugin.onnx``."""
+
+    name: str
+    namespace: str
+    version: str
+    onnx_domain: str
+    attributes: dict[str, int] = field(default_factory=dict)
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a runtime needs to know about a bundle. ``root`` is where it was loaded from."""
+
+    schema_version: int
+    model_id: str
+    created: str
+    model_config: dict[str, Any]
+    feature_dim: int
+    opset: int
+    precision: str
+    files: dict[str, FileEntry]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    preprocessing: Preprocessing
+    score: ScoreSpec
+    domains: dict[str, FileEntry]
+    default_domain: str
+    tiling: TilingSpec
+    plugin: PluginSpec
+    versions: dict[str, str]
+    calibration: dict[str, FileEntry] = field(default_factory=dict)
+    root: Path | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """{tensor: {axis: symbolic name}} over inputs and outputs."""
+        return {t.name: t.dynamic_axes() for t in self.inputs + self.outputs}
+
+    def input(self, name: str) -> TensorSpec:
+        """The input spec called ``name``."""
+        return {t.name: t for t in self.inputs}[name]
+
+    def path(self, key: str) -> Path:
+        """Absolute path of ``files[key]`` (``ManifestError`` if the bundle has no such file)."""
+        if key not in self.files:
+            raise ManifestError(describe("File", "bundle", self.root, f"no '{key}' entry",
+                                         f"one of {sorted(self.files)}", _FIX))
+        return self._resolve(self.files[key])
+
+    def domain_path(self, domain: str) -> Path:
+        """Absolute path of the profile of ``domain``."""
+        if domain not in self.domains:
+            import difflib
+
+            near = difflib.get_close_matches(domain, list(self.domains), n=1)
+            hint = f"Did you mean '{near[0]}'?" if near else "Export the bundle with that profile"
+            raise ManifestError(describe("Domain", "bundle", self.root, repr(domain),
+                                         f"one of {sorted(self.domains)}", hint))
+        return self._resolve(self.domains[domain])
+
+    def _resolve(self, entry: FileEntry) -> Path:
+        if self.root is None:
+            raise ManifestError("Bundle root for manifest: got None, expected a directory. "
+                                "Load the manifest with load_manifest(bundle).")
+        return self.root / entry.path
+
+    def entries(self) -> dict[str, FileEntry]:
+        """Every file the manifest lists, keyed by a readable label."""
+        out = dict(self.files)
+        out.update({f"profile:{d}": e for d, e in self.domains.items()})
+        out.update({f"calibration:{d}": e for d, e in self.calibration.items()})
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (without ``root``)."""
+        d = asdict(self)
+        d.pop("root")
+        return d
+
+
+# ---- hashing and files ----
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(root: str | os.PathLike, relpath: str) -> FileEntry:
+    """A ``FileEntry`` for ``root/relpath`` with its current hash."""
+    return FileEntry(str(PurePosixPath(relpath)), sha256_file(Path(root) / relpath))
+
+
+def verify_files(manifest: Manifest) -> None:
+    """Raise ``ManifestError`` naming the first listed file that is missing or altered."""
+    for label, entry in manifest.entries().items():
+        path = manifest._resolve(entry)
+        if not path.is_file():
+            raise ManifestError(describe("Missing file", "bundle file", entry.path,
+                                         "no such file", f"the {label} file listed in "
+                                         f"{MANIFEST_FILE}", f"{_FIX} or restore the file"))
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise ManifestError(describe("sha256", "bundle file", entry.path, actual[:16] + "…",
+                                         entry.sha256[:16] + "…",
+                                         f"The file was altered or corrupted; {_FIX[0].lower()}"
+                                         f"{_FIX[1:]}"))
+
+
+# ---- JSON in and out ----
+
+
+def save_manifest(manifest: Manifest, bundle: str | os.PathLike) -> Path:
+    """Write ``bundle/manifest.json`` atomically (temp file + rename)."""
+    from cdiqa.images import atomic_write
+
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False).encode()
+    path = atomic_write(Path(bundle) / MANIFEST_FILE, lambda f: f.write(text + b"\n"))
+    os.chmod(path, 0o644)  # the temp file is private (0600); a bundle is meant to be shared
+    return path
+
+
+def load_manifest(bundle: str | os.PathLike, *, verify: bool = True) -> Manifest:
+    """Read and validate ``bundle/manifest.json``; with ``verify`` also check every file's hash.
+
+    Raises:
+        ManifestError: no manifest, invalid JSON, unknown ``schema_version``, a missing or
+            unknown field, a path outside the bundle, or (``verify``) a missing/altered file.
+    """
+    root = Path(bundle)
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise ManifestError(describe("Manifest", "bundle", root, "no manifest.json",
+                                     "a directory written by `iqa-export export`",
+                                     "Check the path or re-export the bundle"))
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ManifestError(describe("JSON", "manifest", path, str(exc).splitlines()[0],
+                                     "valid JSON", _FIX)) from None
+    manifest = manifest_from_dict(raw, where=str(path), root=root)
+    if verify:
+        verify_files(manifest)
+    return manifest
+
+
+def manifest_from_dict(raw: Any, *, where: str = MANIFEST_FILE, root: Path | None = None
+                       ) -> Manifest:
+    """Validate a parsed manifest and build the ``Manifest`` (no file checks)."""
+    if not isinstance(raw, dict):
+        raise ManifestError(describe("Content", "manifest", where, type(raw).__name__,
+                                     "a JSON object", _FIX))
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(describe("schema_version", "manifest", where, version,
+                                     SCHEMA_VERSION, f"{_FIX} using this cdiqa, or load it with "
+                                     "the cdiqa version that wrote it"))
+    d = _fields(Manifest, raw, "manifest", where)
+    d["model_config"] = _typed(d["model_config"], dict, "model_config", where)
+    d["versions"] = _typed(d["versions"], dict, "versions", where)
+    for key in ("files", "domains", "calibration"):
+        if key in d:
+            d[key] = {k: _entry(v, f"{key}.{k}", where)
+                      for k, v in _typed(d[key], dict, key, where).items()}
+    for key in ("inputs", "outputs"):
+        d[key] = tuple(_tensor(t, f"{key}[{i}]", where)
+                       for i, t in enumerate(_typed(d[key], list, key, where)))
+    d["preprocessing"] = _sub(Preprocessing, d["preprocessing"], "preprocessing", where)
+    d["score"] = _sub(ScoreSpec, d["score"], "score", where)
+    d["tiling"] = _sub(TilingSpec, d["tiling"], "tiling", where)
+    d["plugin"] = _sub(PluginSpec, d["plugin"], "plugin", where)
+    if d["default_domain"] not in d["domains"]:
+        raise ManifestError(describe("default_domain", "manifest", where, d["default_domain"],
+                                     f"one of {sorted(d['domains'])}", _FIX))
+    return Manifest(**d, root=root)
+
+
+def _fields(cls, raw: Any, what: str, where: str) -> dict:
+    """Check ``raw`` has every required field of ``cls`` and no unknown one."""
+    raw = _typed(raw, dict, what, where)
+    known = [f for f in fields(cls) if f.name != "root"]
+    required = {f.name for f in known if f.default is MISSING and f.default_factory is MISSING}
+    missing = sorted(required - set(raw))
+    if missing:
+        raise ManifestError(describe("Missing field", "manifest", where,
+                                     f"no {', '.join(map(repr, missing))} in '{what}'",
+                                     f"every field of schema {SCHEMA_VERSION}", _FIX))
+    unknown = sorted(set(raw) - {f.name for f in known})
+    if unknown:
+        raise ManifestError(describe("Unknown field", "manifest", where,
+                                     f"{', '.join(map(repr, unknown))} in '{what}'",
+                                     f"only the fields of schema {SCHEMA_VERSION}", _FIX))
+    return dict(raw)
+
+
+def _typed(value: Any, typ: type, what: str, where: str):
+    if not isinstance(value, typ):
+        raise ManifestError(describe("Type", "manifest", where,
+                                     f"{type(value).__name__} for '{what}'",
+                                     f"{typ.__name__}", _FIX))
+    return value
+
+
+def _sub(cls, raw: Any, what: str, where: str):
+    d = _fields(cls, raw, what, where)
+    for f in fields(cls):
+        if f.name in d and isinstance(d[f.name], list):
+            d[f.name] = tuple(d[f.name])
+    return cls(**d)
+
+
+def _entry(raw: Any, what: str, where: str) -> FileEntry:
+    entry = _sub(FileEntry, raw, what, where)
+    p = PurePosixPath(entry.path)
+    if p.is_absolute() or ".." in p.parts or not entry.path:
+        raise ManifestError(describe("Path", "manifest", where, f"'{entry.path}' for '{what}'",
+                                     "a relative path inside the bundle", _FIX))
+    return entry
+
+
+def _tensor(raw: Any, what: str, where: str) -> TensorSpec:
+    t = _sub(TensorSpec, raw, what, where)
+    bad = [d for d in t.shape if not isinstance(d, (int, str))]
+    if bad:
+        raise ManifestError(describe("Shape", "manifest", where, f"{t.shape} for '{what}'",
+                                     "ints and symbolic names", _FIX))
+    return t
+
+
+def tensor_specs(features: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The graph's (inputs, outputs) contract for ``features`` = D channels over all scales.
+
+    See docs/architecture.md: images (B, 3, H, W) float32 in [0, 1], roi (B, 4) int32,
+    outputs (B, D) float32.
+    """
+    image = (DIM_BATCH, 3, DIM_HEIGHT, DIM_WIDTH)
+    inputs = (TensorSpec(INPUT_REF, "float32", image, "NCHW", (0.0, 1.0)),
+              TensorSpec(INPUT_DIST, "float32", image, "NCHW", (0.0, 1.0)),
+              TensorSpec(INPUT_ROI, "int32", (DIM_BATCH, 4), "[y0, x0, y1, x1)", None))
+    outputs = tuple(TensorSpec(n, "float32", (DIM_BATCH, features), "ND", None)
+                    for n in OUTPUT_NAMES)
+    return inputs, outputs
+
+
+def read_json(path: str | os.PathLike, what: str) -> Mapping:
+    """Read a JSON object from a bundle file (``ManifestError`` naming it if unreadable)."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ManifestError(describe("JSON", what, path, str(exc).splitlines()[0],
+                                     "a readable JSON object", _FIX)) from None
+    if not isinstance(d, dict):
+        raise ManifestError(describe("Content", what, path, type(d).__name__, "a JSON object",
+                                     _FIX))
+    return d
