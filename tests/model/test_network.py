@@ -1,0 +1,104 @@
+"""The network: shapes, exact zeros for identical images, agreement with the numpy masking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cdiqa import masking as ref_masking  # noqa: E402
+from cdiqa.masking import STRIDES  # noqa: E402
+from cdiqa.model import masking as tm  # noqa: E402
+from cdiqa.model.network import CDIQA, ModelConfig, load_model  # noqa: E402
+from cdiqa.tolerances import relative_error, tolerance  # noqa: E402
+
+TINY = ModelConfig(channels=(8, 8, 8, 8), stem_channels=8)
+
+
+@pytest.fixture(scope="module", params=["fixed", "learned"])
+def model(request) -> CDIQA:
+    torch.manual_seed(0)
+    return CDIQA(ModelConfig(channels=(8, 8, 8, 8), stem_channels=8,
+                             frontend=request.param)).eval()
+
+
+@pytest.fixture
+def pair(natural_image, rng):
+    ref = torch.from_numpy(natural_image.transpose(2, 0, 1).copy())[None]
+    noise = torch.from_numpy(rng.normal(0, 0.05, ref.shape).astype(np.float32))
+    return ref, (ref + noise).clamp(0, 1)
+
+
+def test_codes_and_stats_have_the_documented_shapes(model, pair):
+    ref, dist = pair
+    codes = model.codes(ref)
+    for s, c in enumerate(TINY.channels):
+        h, w = ref.shape[2] // STRIDES[s], ref.shape[3] // STRIDES[s]
+        for maps in codes:
+            assert maps[s].shape == (1, c, h, w)
+    stats = model(ref, dist)
+    d = sum(TINY.channels)
+    assert all(t.shape == (1, d) for t in stats)
+    assert model.features(ref, dist).shape == (1, model.feature_dim) == (1, 2 * d)
+
+
+def test_identical_images_give_exactly_zero_features(model, pair):
+    ref, dist = pair
+    with torch.no_grad():
+        assert torch.count_nonzero(model.features(ref, ref.clone())) == 0
+        assert torch.count_nonzero(model.features(ref, dist)) > 0
+
+
+def test_torch_masking_op_matches_the_numpy_reference(rng):
+    e = rng.normal(size=(2, 5, 9, 11)).astype(np.float32)
+    a = rng.uniform(0, 3, size=(2, 5, 9, 11)).astype(np.float32)
+    gamma = rng.uniform(1.2, 2.5, 5).astype(np.float32)
+    sigma = rng.uniform(0.05, 1.0, 5).astype(np.float32)
+    for k in (1, 3, 5):
+        want = ref_masking.masking_stats(e, a, gamma, sigma, k, dtype=np.float64)
+        got = tm.masking_stats(*(torch.from_numpy(x) for x in (e, a, gamma, sigma)), k)
+        assert relative_error(got.numpy(), want) <= tolerance("torch", "fp32").rtol
+
+
+def test_network_stats_match_the_numpy_reference_on_its_own_codes(model, pair):
+    ref, dist = pair
+    with torch.no_grad():
+        cr, cd = model.codes(ref), model.codes(dist)
+        stats = model.stats_from_codes(cr, cd, None, tuple(ref.shape[2:]))
+        for s, m in enumerate(model.masking):
+            e = (cd.degradation[s] - cr.degradation[s]).double().numpy()
+            a = m.activity(cr.content[s]).double().numpy()
+            want = ref_masking.masking_stats(e, a, m.gamma.double().numpy(),
+                                             m.sigma.double().numpy(), m.window)
+            lo = sum(TINY.channels[:s])
+            got = torch.stack([stats.sums[:, lo:lo + TINY.channels[s]],
+                               stats.sumsq[:, lo:lo + TINY.channels[s]]], 1)
+            assert relative_error(got.numpy(), want) <= tolerance("torch", "fp32").rtol
+
+
+def test_roi_of_the_whole_image_equals_no_roi(model, pair):
+    ref, dist = pair
+    h, w = ref.shape[2:]
+    roi = torch.tensor([[0, 0, h, w]], dtype=torch.int32)
+    with torch.no_grad():
+        full, whole = model(ref, dist), model(ref, dist, roi)
+    for a, b in zip(full, whole):
+        assert torch.equal(a, b)
+
+
+def test_features_from_stats_torch_equals_numpy(model, pair):
+    with torch.no_grad():
+        stats = model(*pair)
+    got = tm.features_from_stats(*stats).double().numpy()
+    want = ref_masking.features_from_stats(*(t.double().numpy() for t in stats),
+                                           dtype=np.float64)
+    assert relative_error(got, want) <= tolerance("torch", "fp32").rtol
+
+
+def test_saved_weights_load_back_identically(model, pair, tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save({"config": model.cfg.to_dict(), "model": model.state_dict()}, path)
+    again = load_model(path)
+    with torch.no_grad():
+        assert torch.equal(again.features(*pair), model.features(*pair))
