@@ -19,7 +19,7 @@ EXIF orientation is applied, so a photo is scored the way viewers show it.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -140,9 +140,10 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # open(..., "xb") rather than mkstemp: the file gets the usual umask permissions, not 0600
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:

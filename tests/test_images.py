@@ -97,3 +97,13 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         atomic_write(p, boom)
     assert p.read_bytes() == before
     assert [x.name for x in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    p = tmp_path / "perm.png"
+    save_image(p, np.zeros((8, 8, 3), np.float32))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
