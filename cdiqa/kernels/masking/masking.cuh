@@ -1,0 +1,68 @@
+// cdiqa masking op: launch constants and the host API that the TensorRT plugin calls.
+//
+// Maths, I/O table, memory layout, index maths and limits: README.md beside this file.
+// The Python loader (cdiqa/kernels/loader.py) and spec.yaml mirror the constants below;
+// tests/kernels/test_spec.py checks that they agree.
+//
+// This header is read by three compilers: nvcc (masking.cu and the plugin), a host C++
+// compiler (the plugin's .cpp files) and NVRTC (device code only, passed in as a header by
+// cdiqa/kernels/ptx.py). NVRTC defines __CUDACC_RTC__ and has no host headers, so the host
+// API is fenced off from it.
+#ifndef CDIQA_MASKING_CUH
+#define CDIQA_MASKING_CUH
+
+// Threads per block of masking_stats_* (exactly this many: the thread -> pixel mapping
+// depends on it) and of masking_reduce.
+#define CDIQA_MASKING_THREADS 256
+// Resident blocks per SM that __launch_bounds__ asks ptxas for: caps registers at
+// 65536 / (256 * 4) = 64 per thread (without it ptxas takes ~108 and only 2 blocks fit).
+// A tuning knob, not part of the contract: benchmarks/gpu_check.py times other values with
+// -DCDIQA_MASKING_MIN_BLOCKS=n.
+#ifndef CDIQA_MASKING_MIN_BLOCKS
+#define CDIQA_MASKING_MIN_BLOCKS 4
+#endif
+// Output tile of one block: TILE_H x TILE_W pixels of one (b, c) plane.
+#define CDIQA_MASKING_TILE_H 32
+#define CDIQA_MASKING_TILE_W 32
+// Window radius that fits one shared-memory halo chunk; larger radii loop over chunks.
+#define CDIQA_MASKING_CHUNK_RADIUS 8
+// Planes reduced by one block of masking_reduce (one warp per plane).
+#define CDIQA_MASKING_REDUCE_PLANES 8
+// Upper bound on H and W (keeps every in-plane coordinate sum inside int32).
+#define CDIQA_MASKING_MAX_SIDE (1 << 30)
+
+#if !defined(__CUDACC_RTC__)
+#include <stddef.h>
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Input element type of e and a (gamma, sigma and stats are always float32).
+typedef enum {
+  CDIQA_MASKING_F32 = 0,
+  CDIQA_MASKING_F16 = 1
+} cdiqa_masking_dtype;
+
+// Bytes of device workspace cdiqa_masking_forward needs for this shape (0 when every plane
+// fits in one tile). Returns 0 for invalid shapes too; cdiqa_masking_forward rejects them.
+size_t cdiqa_masking_workspace_size(int B, int C, int H, int W);
+
+// Enqueue the op on `stream`: stats (B, 2, C) float32 from e, a (B, C, H, W) of `dtype`,
+// gamma, sigma (C,) float32 and the odd window k. All pointers are device pointers;
+// `workspace` must hold cdiqa_masking_workspace_size(B, C, H, W) bytes (may be NULL when
+// that is 0). Returns cudaSuccess, cudaErrorInvalidValue for bad arguments, or the launch
+// error. Deterministic: the same inputs give bitwise-identical stats.
+cudaError_t cdiqa_masking_forward(const void* e, const void* a, cdiqa_masking_dtype dtype,
+                                  const float* gamma, const float* sigma, float* stats,
+                                  int B, int C, int H, int W, int k,
+                                  void* workspace, size_t workspace_bytes,
+                                  cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif  // !__CUDACC_RTC__
+
+#endif  // CDIQA_MASKING_CUH
