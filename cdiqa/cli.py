@@ -55,6 +55,37 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command("triton")
+def triton_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    out: Path = typer.Option(..., "--out", help="Repository to write (replaced atomically)."),
+    backend: str = typer.Option("onnxruntime", help="onnxruntime or tensorrt (ensemble with a "
+                                                    "Python head), python (whole runtime)."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (TensorRT on GPU)."),
+    domain: Optional[str] = typer.Option(None, help="Domain head served; default: the bundle's."),
+    instances: int = typer.Option(1, help="Model instances (per GPU with --gpu)."),
+    gpu: bool = typer.Option(False, "--gpu", help="KIND_GPU instances (default KIND_CPU)."),
+    max_batch: int = typer.Option(8, help="Triton max_batch_size."),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads per CPU instance."),
+    engine: list[str] = typer.Option([], help="CC=PLAN, repeatable (tensorrt): 9.0=model.plan."),
+    plugin_library: Optional[Path] = typer.Option(None, help="Masking plugin .so of the plans."),
+) -> None:
+    """Write a Triton model repository (config.pbtxt + versioned models) for a bundle."""
+    from cdiqa.errors import ConfigError
+    from cdiqa.export.triton import TritonConfig, triton_from_bundle
+
+    pairs = [e.partition("=") for e in engine]
+    if any(not cc or not plan for cc, _, plan in pairs):
+        raise ConfigError(f"Option for --engine: got {engine}, expected CC=PLAN. "
+                          "Write e.g. --engine 9.0=model.plan.")
+    config = TritonConfig(backend=backend, precision=precision, domain=domain,
+                          instances=instances, gpu=gpu, max_batch=max_batch, threads=threads,
+                          engines=tuple((cc, plan) for cc, _, plan in pairs),
+                          plugin_library=str(plugin_library) if plugin_library else None)
+    repo = triton_from_bundle(bundle, out, config)
+    typer.echo(f"wrote {repo} ({backend}, {precision}; model 'cdiqa')")
+
+
 def main() -> None:
     """Console entry point: user errors exit 1 with one line, bugs exit 2."""
     try:
