@@ -114,18 +114,21 @@ class TilingSpec:
     """
 
     alignment: int = 32
-    halo: int = 64
+    halo: int = 96
     strides: tuple[int, ...] = (4, 8, 16, 32)
 
 
 @dataclass(frozen=True)
 class PluginSpec:
-    """The masking op as a TensorRT plugin node in ``model.plugin.onnx``."""
+    """The masking op as a TensorRT plugin node in ``model.plugin.onnx``: ``count`` nodes of
+    op_type ``name`` in ONNX domain ``onnx_domain``, with string attributes
+    ``plugin_namespace``/``plugin_version`` and the op's ``attributes``."""
 
     name: str
     namespace: str
     version: str
     onnx_domain: str
+    inputs: tuple[str, ...]
     attributes: dict[str, int] = field(default_factory=dict)
     count: int = 0
 
@@ -242,9 +245,7 @@ def save_manifest(manifest: Manifest, bundle: str | os.PathLike) -> Path:
     from cdiqa.images import atomic_write
 
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False).encode()
-    path = atomic_write(Path(bundle) / MANIFEST_FILE, lambda f: f.write(text + b"\n"))
-    os.chmod(path, 0o644)  # the temp file is private (0600); a bundle is meant to be shared
-    return path
+    return atomic_write(Path(bundle) / MANIFEST_FILE, lambda f: f.write(text + b"\n"))
 
 
 def load_manifest(bundle: str | os.PathLike, *, verify: bool = True) -> Manifest:

@@ -29,7 +29,8 @@ def _bundle(root: Path) -> Manifest:
         inputs=inputs, outputs=outputs, preprocessing=Preprocessing(conversions={"a": "b"}),
         score=ScoreSpec(), domains={"natural": file_entry(root, "profiles/natural.json")},
         default_domain="natural", tiling=TilingSpec(),
-        plugin=PluginSpec("CdiqaMasking", "cdiqa", "1", "trt.plugins", {"k": 5}, 4),
+        plugin=PluginSpec("CdiqaMasking", "cdiqa", "1", "trt.plugins", ("e", "a", "gamma", "sigma"),
+                          {"k": 5}, 4),
         versions={"cdiqa": "0.1.0"})
     save_manifest(manifest, root)
     return manifest

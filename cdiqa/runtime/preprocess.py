@@ -1,0 +1,63 @@
+"""Images in, graph feeds out: numpy only.
+
+Files and arrays become float32 RGB (H, W, 3) in [0, 1] through ``cdiqa.images`` (the one
+place conversions happen), pairs are checked, and same-size pairs are stacked into NCHW
+batches with a full-image ``roi``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from cdiqa.errors import ShapeError, describe
+from cdiqa.images import as_image, check_pair, load_image
+from cdiqa.manifest import INPUT_DIST, INPUT_REF, INPUT_ROI
+
+def image_from(image, name: str = "image") -> np.ndarray:
+    """A file path or an array (uint8, uint16 or float in [0, 1]) as float32 RGB (H, W, 3)."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    return as_image(image, name=name)
+
+
+def pair_from(ref, dist, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load and check one (reference, distorted) pair; names carry ``index`` for messages."""
+    suffix = "" if index is None else f"[{index}]"
+    ref_name = str(ref) if isinstance(ref, (str, os.PathLike)) else f"ref{suffix}"
+    dist_name = str(dist) if isinstance(dist, (str, os.PathLike)) else f"dist{suffix}"
+    r, d = image_from(ref, ref_name), image_from(dist, dist_name)
+    check_pair(r, d, ref_name, dist_name)
+    return r, d
+
+
+def nchw(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack (H, W, 3) images into one contiguous float32 (B, 3, H, W) batch."""
+    return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def full_roi(batch: int, height: int, width: int) -> np.ndarray:
+    """(B, 4) int32 rows [0, 0, H, W): score whole images."""
+    return np.tile(np.array([[0, 0, height, width]], np.int32), (batch, 1))
+
+
+def feed(refs: Sequence[np.ndarray], dists: Sequence[np.ndarray],
+         roi: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The graph feed of same-size (H, W, 3) pairs; ``roi`` defaults to the whole images."""
+    ref, dist = nchw(refs), nchw(dists)
+    if roi is None:
+        roi = full_roi(*ref.shape[:1], *ref.shape[2:])
+    return {INPUT_REF: ref, INPUT_DIST: dist, INPUT_ROI: roi}
+
+
+def group_by_size(images: Iterable[np.ndarray], max_batch: int) -> list[list[int]]:
+    """Indices of same-size images in chunks of at most ``max_batch``, in input order."""
+    if max_batch < 1:
+        raise ShapeError(describe("Batch", "runtime", "max_batch", max_batch, ">= 1",
+                                  "Use a positive batch size"))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(image.shape, []).append(i)
+    return [idx[k:k + max_batch] for idx in groups.values() for k in range(0, len(idx), max_batch)]

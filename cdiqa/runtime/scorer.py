@@ -1,0 +1,170 @@
+"""``Scorer``: a bundle, a backend session and a domain's head; pairs in, quality out.
+
+::
+
+    files/arrays ─► cdiqa.images ─► same-size groups ─► Session.infer ─► (sums, sumsq, counts)
+                    (float32 RGB)    NCHW batches        graph            │ tiles: added
+                                                                          ▼
+                 score in [0, 1] ◄── head.score(v) ◄── features_from_stats = v (B, 2D)
+
+The head is applied here, in numpy, not in the graph: one ONNX serves every domain (a domain
+is a JSON profile), and a tiled image's stats are added before its one feature vector is
+formed. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from cdiqa.errors import BackendUnavailable, ManifestError, ShapeError, describe
+from cdiqa.manifest import (OUTPUT_COUNTS, OUTPUT_SUMS, OUTPUT_SUMSQ, Manifest, load_manifest,
+                            read_json)
+from cdiqa.masking import features_from_stats
+from cdiqa.runtime.backends import AUTO_ORDER, Session, SessionOptions, get_backend
+from cdiqa.runtime.preprocess import feed, group_by_size, pair_from
+from cdiqa.runtime.tiling import plan_tiles, tiled_stats
+
+#: default largest batch run at once (memory grows with it; throughput saturates by ~8)
+MAX_BATCH = 8
+
+
+class Scorer:
+    """Scores (reference, distorted) pairs with a bundle.
+
+    >>> scorer = Scorer.load("bundle")                       # doctest: +SKIP
+    >>> scorer.score("ref.png", "dist.png")                  # doctest: +SKIP
+    0.8731
+    """
+
+    def __init__(self, manifest: Manifest, session: Session, domain: str | None = None, *,
+                 max_batch: int = MAX_BATCH, tile: int | None = None,
+                 halo: int | None = None) -> None:
+        self.manifest = manifest
+        self.session = session
+        self.domain = domain or manifest.default_domain
+        self.head = load_profile(manifest, self.domain)
+        self.max_batch = int(max_batch)
+        self.tile = tile
+        self.halo = manifest.tiling.halo if halo is None else int(halo)
+        if tile is not None:  # fail now, not on the first large image
+            plan_tiles(tile, tile, tile, self.halo, manifest.tiling.alignment)
+        group_by_size([], self.max_batch)
+
+    @classmethod
+    def load(cls, bundle: str | os.PathLike, backend: str = "auto", device: str | None = None,
+             domain: str | None = None, *, options: SessionOptions | None = None,
+             max_batch: int = MAX_BATCH, tile: int | None = None, halo: int | None = None,
+             verify: bool = True) -> "Scorer":
+        """Open a bundle.
+
+        Args:
+            bundle: a directory written by ``iqa-export export``.
+            backend: "auto" (TensorRT if it loads, else ONNX Runtime) or a registered name.
+            device: "cpu", "cuda", "cuda:N"; None lets the backend choose.
+            domain: a domain profile of the bundle; None: the manifest's default.
+            options: threads and cache directory for the backend.
+            max_batch: most pairs run in one inference call.
+            tile: interior size (multiple of 32) above which an image is scored in tiles;
+                None: never tile.
+            halo: context around each tile; None: the manifest's.
+            verify: check every file's sha256 before use.
+        """
+        manifest = load_manifest(bundle, verify=verify)
+        session = open_session(manifest, backend, device, options)
+        return cls(manifest, session, domain, max_batch=max_batch, tile=tile, halo=halo)
+
+    def with_domain(self, domain: str) -> "Scorer":
+        """A scorer for another domain of the same bundle, sharing this one's session."""
+        return Scorer(self.manifest, self.session, domain, max_batch=self.max_batch,
+                      tile=self.tile, halo=self.halo)
+
+    def score(self, ref, dist) -> float:
+        """Quality of one pair, in [0, 1], higher is better (1.0 for identical images).
+
+        ``ref`` and ``dist``: file paths or arrays (H, W[, C]) of uint8, uint16 or float.
+        """
+        return float(self.score_batch([ref], [dist])[0])
+
+    def score_batch(self, refs: Sequence, dists: Sequence) -> np.ndarray:
+        """Qualities (N,) of N pairs; same-size pairs run together, in any mix of sizes."""
+        if len(refs) != len(dists):
+            raise ShapeError(describe("Count", "images", "dists", len(dists),
+                                      f"{len(refs)} like refs", "Pass one distorted per reference"))
+        return self.score_pairs([pair_from(r, d, i) for i, (r, d) in enumerate(zip(refs, dists))])
+
+    def score_pairs(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Qualities (N,) of checked float32 (H, W, 3) pairs (``preprocess.pair_from``)."""
+        return self.head.score(self.features_of_pairs(pairs))
+
+    def features_of_pairs(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """v (N, 2D) of checked float32 (H, W, 3) pairs (from ``preprocess.pair_from``)."""
+        v = np.empty((len(pairs), self.manifest.feature_dim), np.float32)
+        small = []
+        for i, (r, d) in enumerate(pairs):
+            tiles = self._tiles(r.shape[:2])
+            if tiles is None:
+                small.append(i)
+            else:
+                v[i] = features_from_stats(*tiled_stats(self.stats, r, d, tiles,
+                                                        self.max_batch))[0]
+        for idx in group_by_size((pairs[i][0] for i in small), self.max_batch):
+            rows = [small[j] for j in idx]
+            stats = self.stats(feed([pairs[i][0] for i in rows], [pairs[i][1] for i in rows]))
+            v[rows] = features_from_stats(*stats)
+        return v
+
+    def stats(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One graph run: (sums, sumsq, counts) of a validated feed (``preprocess.feed``)."""
+        out = self.session.infer(inputs)
+        return out[OUTPUT_SUMS], out[OUTPUT_SUMSQ], out[OUTPUT_COUNTS]
+
+    def _tiles(self, size: tuple[int, int]):
+        if self.tile is None or max(size) <= self.tile + 2 * self.halo:
+            return None
+        return plan_tiles(*size, self.tile, self.halo, self.manifest.tiling.alignment)
+
+    def close(self) -> None:
+        """Close the backend session."""
+        self.session.close()
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_session(manifest: Manifest, backend: str = "auto", device: str | None = None,
+                 options: SessionOptions | None = None) -> Session:
+    """A session of the named backend, or with "auto" the first of ``AUTO_ORDER`` that loads.
+
+    An explicitly named backend never falls back: its ``BackendUnavailable`` is raised.
+    """
+    if backend != "auto":
+        return get_backend(backend).load(manifest, device=device, options=options)
+    reasons = []
+    for name in AUTO_ORDER:
+        if name == "tensorrt" and device == "cpu":
+            continue
+        try:
+            return get_backend(name).load(manifest, device=device, options=options)
+        except BackendUnavailable as exc:
+            reasons.append(f"{name}: {exc}")
+    raise BackendUnavailable("No backend could load the bundle: " + " | ".join(reasons))
+
+
+def load_profile(manifest: Manifest, domain: str):
+    """The quality head of ``domain`` from the bundle's profile JSON."""
+    from cdiqa.heads import load_head
+
+    path = manifest.domain_path(domain)
+    head = load_head(dict(read_json(path, "domain profile")))
+    if head.dim != manifest.feature_dim:
+        raise ManifestError(describe("Head size", "domain profile", path, head.dim,
+                                     f"{manifest.feature_dim} (the model's feature size)",
+                                     "Fit the head on this model's features"))
+    return head
+
