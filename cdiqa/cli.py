@@ -86,6 +86,74 @@ def triton_cmd(
     typer.echo(f"wrote {repo} ({backend}, {precision}; model 'cdiqa')")
 
 
+@app.command("export")
+def export_cmd(
+    out: Path = typer.Option(..., "--out", help="Bundle directory to write (replaced atomically)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint; default: the bundled model."),
+    profile: list[str] = typer.Option([], help="DOMAIN=HEAD.json, repeatable; default: the "
+                                               "bundled head as 'natural'."),
+    default_domain: str = typer.Option("natural", help="Domain used when none is named."),
+    opset: int = typer.Option(18, help="ONNX opset (>= 18)."),
+    halo: int = typer.Option(96, help="Tile halo in pixels recorded for the runtime."),
+) -> None:
+    """Export a bundle: portable ONNX, TensorRT-plugin ONNX, checkpoint, profiles, manifest."""
+    from cdiqa.errors import ConfigError
+    from cdiqa.export import ExportConfig, export_bundle
+
+    pairs = [p.partition("=") for p in profile]
+    if any(not d or not f for d, _, f in pairs):
+        raise ConfigError(f"Option for --profile: got {profile}, expected DOMAIN=HEAD.json. "
+                          "Write e.g. --profile medical=head_medical.json.")
+    profiles = {d: f for d, _, f in pairs} or None
+    config = ExportConfig(opset=opset, default_domain=default_domain, halo=halo)
+    manifest = export_bundle(out, checkpoint, profiles, config)
+    typer.echo(f"wrote {out} ({manifest.model_id}; domains {sorted(manifest.domains)})")
+
+
+@app.command("check")
+def check_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    parity: bool = typer.Option(True, help="Compare with torch when it is installed."),
+) -> None:
+    """Check a bundle: hashes, graphs, plugin nodes, and ONNX Runtime vs torch parity."""
+    from rich.console import Console
+
+    from cdiqa.export.check import check_bundle
+
+    report = check_bundle(bundle, parity=parity)
+    if json_out:
+        echo_json(report.to_dict())
+    else:
+        Console().print(report.table())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("bench")
+def bench_cmd(
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle; default: export the default model."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    quick: bool = typer.Option(False, help="One small size, a few seconds (smoke test)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for both engines."),
+    budget: Optional[float] = typer.Option(None, help="Seconds of timed calls per case."),
+) -> None:
+    """Throughput and latency of PyTorch eager vs ONNX Runtime at 256x256, 512x384, 1920x1080."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from cdiqa.export.bench import BenchConfig, run_bench
+
+    config = BenchConfig.quick() if quick else BenchConfig()
+    config = replace(config, threads=threads, budget_s=budget or config.budget_s)
+    report = run_bench(bundle, config)
+    if json_out:
+        echo_json(report.to_dict())
+    else:
+        Console().print(report.table())
+
+
 def main() -> None:
     """Console entry point: user errors exit 1 with one line, bugs exit 2."""
     try:
