@@ -1,0 +1,37 @@
+"""`iqa-export bench --quick`: both engines measured, ratios, memory, import time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from cdiqa.cli import app  # noqa: E402
+
+
+def test_quick_bench_json(tiny_bundle: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", str(tiny_bundle), "--quick", "--json",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    rows = {(t["case"]["batch"], t["engine"]): t for t in report["timings"]}
+    assert set(rows) == {(b, e) for b in (1, 2) for e in ("torch", "onnxruntime")}
+    for t in rows.values():
+        assert t["pairs_per_s"] > 0 and 0 < t["p50_ms"] <= t["p99_ms"] and t["calls"] >= 2
+        assert t["case"]["height"] == 96 and t["case"]["width"] == 128
+    assert rows[(1, "torch")]["ratio_vs_torch"] == 1.0
+    assert report["machine"]["threads"] == 1 and report["machine"]["cores"] >= 1
+    assert report["peak_rss_mb"]["onnxruntime"] > 0 and report["import_ms"] > 0
+
+
+def test_quick_bench_table(tiny_bundle: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", str(tiny_bundle), "--quick", "--threads", "1",
+                                      "--budget", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime" in result.output and "vs torch" in result.output

@@ -1,0 +1,118 @@
+"""Import direction (read with ast) and the runtime's independence from torch.
+
+- ``runtime`` imports only masking, manifest, errors, images, tolerances, _lazy, heads and
+  itself; never torch, onnx or onnxscript, and onnxruntime/tensorrt only through ``_lazy``.
+- ``masking <- model <- export <- calibration``: nothing imports against that direction.
+- In a fresh interpreter where importing torch fails, ``import cdiqa.runtime``,
+  ``import cdiqa.export`` and ``iqa-export --help`` work, and ``import cdiqa.runtime`` adds
+  under 40 ms of CPU time to numpy's (total under 100 ms on a quiet machine: see
+  docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cdiqa"
+RUNTIME_MAY_IMPORT = {"cdiqa", "cdiqa.masking", "cdiqa.manifest", "cdiqa.errors", "cdiqa.images",
+                      "cdiqa.tolerances", "cdiqa._lazy", "cdiqa.heads"}
+HEAVY = {"torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "tensorrt", "cuda"}
+#: package -> cdiqa packages it must never import (the one-way flow of STYLE.md 1)
+FORBIDDEN = {
+    "cdiqa/masking.py": {"cdiqa.model", "cdiqa.export", "cdiqa.calibration", "cdiqa.runtime"},
+    "cdiqa/manifest.py": {"cdiqa.model", "cdiqa.export", "cdiqa.calibration", "cdiqa.runtime"},
+    "cdiqa/model": {"cdiqa.export", "cdiqa.calibration", "cdiqa.runtime"},
+    "cdiqa/export": {"cdiqa.calibration"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (relative imports resolved)."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(parts[:-node.level] + ((base,) if base else ()))
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names
+                       if (PACKAGE.parent / f"{base}.{a.name}".replace(".", "/")).with_suffix(
+                           ".py").exists())
+    return out
+
+
+def _files(rel: str) -> list[Path]:
+    p = PACKAGE.parent / rel
+    return [p] if p.suffix == ".py" else sorted(p.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _files("cdiqa/runtime"), ids=lambda p: p.name)
+def test_runtime_imports(path: Path) -> None:
+    for name in _imports(path):
+        root = name.split(".")[0]
+        assert root not in HEAVY, f"{path.name} imports {name}: use cdiqa._lazy"
+        if root == "cdiqa" and not name.startswith("cdiqa.runtime"):
+            assert name in RUNTIME_MAY_IMPORT, f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("rel", sorted(FORBIDDEN))
+def test_import_direction(rel: str) -> None:
+    for path in _files(rel):
+        bad = {n for n in _imports(path) for f in FORBIDDEN[rel] if n == f or
+               n.startswith(f + ".")}
+        assert not bad, f"{path.relative_to(PACKAGE.parent)} imports {sorted(bad)}"
+
+
+def test_manifest_is_stdlib_and_numpy_only() -> None:
+    roots = {n.split(".")[0] for n in _imports(PACKAGE / "manifest.py")}
+    assert roots <= set(sys.stdlib_module_names) | {"cdiqa", "numpy"}
+
+
+#: run first in the child: importing any of HEAVY but onnxruntime raises ImportError
+BLOCK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'torch', 'onnx', 'onnxscript', 'tensorrt'}:
+            raise ImportError(f'blocked for this test: {name}')
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _child(code: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-c", BLOCK + code], capture_output=True, text=True,
+                          cwd=PACKAGE.parent, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_runtime_and_export_import_without_torch() -> None:
+    out = _child("import cdiqa.runtime, cdiqa.runtime.stream, cdiqa.runtime.tiling, "
+                 "cdiqa.runtime.bench, cdiqa.runtime.backends.onnxruntime, cdiqa.export, "
+                 "cdiqa.manifest\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+                 "{'torch', 'onnx', 'onnxscript', 'onnxruntime'}))")
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_help_without_torch() -> None:
+    out = _child("import sys; sys.argv = ['iqa-export', '--help']\nfrom cdiqa.cli import main\n"
+                 "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n")
+    for command in ("export", "check", "bench"):
+        assert command in out.stdout
+
+
+def test_runtime_import_time() -> None:
+    """cdiqa's own share of ``import cdiqa.runtime`` (numpy excluded: ~50 ms on a quiet
+    machine, more on a busy one), in CPU time so that other processes do not count."""
+    code = ("import time; t = time.process_time()\nimport numpy\nt1 = time.process_time()\n"
+            "import cdiqa.runtime\nprint(time.process_time() - t1)")
+    best = min(float(_child(code).stdout) for _ in range(3))
+    assert best < 0.04, f"import cdiqa.runtime took {best * 1e3:.0f} ms of CPU beyond numpy"
