@@ -113,9 +113,13 @@ def graph_module(model, form: Form):
     """The ``nn.Module`` that is exported: ``(ref, dist, roi) -> (sums, sumsq, counts)``.
 
     The masking implementation is an explicit argument of ``CDIQA.forward`` (``op``), so the
-    two forms differ only in the op passed here; nothing is patched.
+    two forms differ only in the op passed here; nothing is patched. The model is a copy with
+    its front end folded (``cdiqa.export.fold``).
     """
+    from cdiqa.export.fold import fold_front_end
+
     torch = _lazy.torch()
+    model = fold_front_end(model)
     if form == "plugin":
         from cdiqa.export.plugin import torch_plugin_op
 
