@@ -52,8 +52,15 @@ from cdiqa.masking import masking_stats  # noqa: E402
 from cdiqa.tolerances import relative_error, tolerance  # noqa: E402
 
 PRECISION = {"float32": "fp32", "float16": "fp16"}
-#: Variants of the kernel timed besides the default build (macro -> values).
-VARIANT_MIN_BLOCKS = (2, 3)
+#: Builds timed besides the default one (tuning data): name -> macros.
+VARIANT_BUILDS = {
+    "MIN_BLOCKS=3": {"CDIQA_MASKING_MIN_BLOCKS": 3},
+    "MIN_BLOCKS=5": {"CDIQA_MASKING_MIN_BLOCKS": 5},
+    "HALO_UNROLL=1": {"CDIQA_MASKING_HALO_UNROLL": 1},
+    "HALO_UNROLL=2": {"CDIQA_MASKING_HALO_UNROLL": 2},
+}
+#: Other tiles-per-block splits timed with the default build, per (B, C, H, W).
+VARIANT_SPLITS = {(8, 128, 96, 128): (1, 3, 6), (1, 32, 480, 270): (1, 5, 15)}
 
 
 # ----------------------------------------------------------------------------- cases
@@ -238,6 +245,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sanitize", action="store_true",
                    help="build + a few small cases only, no torch (run under compute-sanitizer);"
                         " writes gpu_check_sanitize.json")
+    p.add_argument("--profile", action="store_true",
+                   help="build + the benchmark shapes once each, no torch (run under ncu);"
+                        " writes gpu_check_profile.json")
     args = p.parse_args(argv)
     if args.iters < 5 or args.warmup < 1:
         p.error("--iters must be >= 5 and --warmup >= 1")
@@ -453,7 +463,7 @@ class _Sets:
         for j in range(n):
             inp = make_inputs(Case(b.B, b.C, b.H, b.W, b.k, b.dtype), seed + j)
             self.host.append(inp)
-            ws_bytes = workspace_size(b.B, b.C, b.H, b.W)
+            ws_bytes = workspace_size(b.B, b.C, b.H, b.W, 1)  # the most any split needs
             self.sets.append({
                 "e": torch.from_numpy(inp["e"]).to(device), "a": torch.from_numpy(inp["a"]).to(device),
                 "gamma": torch.from_numpy(inp["gamma"]).to(device),
@@ -585,53 +595,78 @@ def _timing(res: Results, torch, kernel, args) -> bool:
     return ok
 
 
-def section_variants(res: Results, args) -> None:
+def section_variants(res: Results, kernel, args) -> None:
     import torch
 
     with torch.no_grad():
-        _variants(res, torch, args)
+        _variants(res, torch, kernel, args)
 
 
-def _variants(res: Results, torch, args) -> None:
+def _variants(res: Results, torch, kernel, args) -> None:
+    """Other builds (macros) and other tiles-per-block splits, on the same input sets."""
     from cdiqa.kernels.loader import MaskingKernel
 
     device = torch.device("cuda", args.device)
-    out = []
+    out: dict[str, Any] = {"builds": {}, "fused_us": {}, "checks": {}}
     res.data["variants"] = out
-    plan = [b for b in timing_plan(args.quick) if b.k == 3][:4]
-    for n in VARIANT_MIN_BLOCKS:
-        if res.elapsed() > args.budget_s:
-            out.append({"min_blocks": n, "note": "skipped: time budget"})
-            continue
-        entry: dict[str, Any] = {"min_blocks": n}
+    kernels = {"default": kernel}
+    for name, defines in VARIANT_BUILDS.items():
         try:
-            with MaskingKernel(args.device, cache=False,
-                               defines={"CDIQA_MASKING_MIN_BLOCKS": n}) as kv:
-                entry["build"] = build_info(kv)
-                checks = [Case(2, 4, 33, 65, 3, "float32"), Case(2, 4, 70, 90, 19, "float16")]
-                entry["checks_passed"] = all(
-                    judge(kv.stats(*[inp[x] for x in ("e", "a", "gamma", "sigma")], c.k),
-                          reference(inp, c.k), c.dtype)["passed"]
-                    for c in checks for inp in [make_inputs(c, args.seed + 7)])
-                entry["fused_us"] = {}
-                for b in plan:
-                    n_sets = input_sets(op_bytes(b), int(getattr(
-                        torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)))
-                    data = _Sets(torch, b, n_sets, args.seed + 1000, device)
-                    stream = torch.cuda.current_stream(device)
-                    launches = [kv.bind(s["e"], s["a"], s["gamma"], s["sigma"], s["stats"],
-                                        s["ws"], b.B, b.C, b.H, b.W, b.k, dtype=b.dtype,
-                                        stream=stream.cuda_stream) for s in data.sets]
-                    m = _measure(torch, lambda i: launches[i % n_sets](), args.iters, args.warmup)
-                    entry["fused_us"][b.name] = m["median_us"]
-                    data = launches = None  # free the sets before empty_cache
-                    torch.cuda.empty_cache()
+            kv = MaskingKernel(args.device, cache=False, defines=defines)
+            out["builds"][name] = build_info(kv)
+            kernels[name] = kv
         except Exception as exc:
-            res.error(f"variant MIN_BLOCKS={n}", exc)
-            entry["note"] = f"failed: {type(exc).__name__}: {exc}"
-        out.append(entry)
+            res.error(f"variant build {name}", exc)
+    l2 = int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20))
+    stream = torch.cuda.current_stream(device)
+    for b in [b for b in timing_plan(args.quick) if b.k == 3][:4]:
+        if res.elapsed() > args.budget_s:
+            out["fused_us"][b.name] = "skipped: time budget"
+            continue
+        try:
+            n_sets = input_sets(op_bytes(b), l2)
+            data = _Sets(torch, b, n_sets, args.seed + 2000, device)
+            ref = reference(data.host[0], b.k)
+            runs = [(name, kv, None) for name, kv in kernels.items()]
+            runs += [(f"tiles_per_block={t}", kernel, t)
+                     for t in VARIANT_SPLITS.get((b.B, b.C, b.H, b.W), ())]
+            times = {}
+            for name, kv, tpb in runs:
+                launches = [kv.bind(s["e"], s["a"], s["gamma"], s["sigma"], s["stats"], s["ws"],
+                                    b.B, b.C, b.H, b.W, b.k, dtype=b.dtype,
+                                    stream=stream.cuda_stream, tiles_per_block=tpb)
+                            for s in data.sets]
+                launches[0]()
+                torch.cuda.synchronize()
+                check = judge(data.sets[0]["stats"].cpu().numpy(), ref, b.dtype)
+                out["checks"][f"{b.name} {name}"] = check["passed"]
+                m = _measure(torch, lambda i: launches[i % n_sets](), args.iters, args.warmup)
+                times[name] = round(m["median_us"], 2)
+            out["fused_us"][b.name] = times
+            log(f"  variants {b.name}: {times}")
+        except Exception as exc:
+            res.error(f"variants {b.name}", exc)
+        data = None
+        torch.cuda.empty_cache()
         res.save()
-        log(f"  variant MIN_BLOCKS={n}: {json.dumps({k: v for k, v in entry.items() if k != 'build'})}")
+    for name, kv in kernels.items():
+        if kv is not kernel:
+            kv.close()
+
+
+def profile(res: Results, args) -> int:
+    """The benchmark shapes once each through the host path: the process to run under ncu."""
+    try:
+        kernel = section_build(res, args)
+        ok = section_correctness(res, kernel, [Case(8, 128, 96, 128, 3, "float16"),
+                                               Case(8, 128, 96, 128, 3, "float32"),
+                                               Case(1, 32, 480, 270, 3, "float16")], args.seed)
+    except Exception as exc:
+        res.error("profile", exc)
+        ok = False
+    res.data["passed"] = bool(ok)
+    res.save()
+    return 0 if ok else 1
 
 
 def dry_run(res: Results, args) -> int:
@@ -678,8 +713,9 @@ def sanitize(res: Results, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    res = Results(Path(args.out), "gpu_check_sanitize.json" if args.sanitize else
-                  "gpu_check.json")
+    name = "gpu_check_sanitize.json" if args.sanitize else \
+        "gpu_check_profile.json" if args.profile else "gpu_check.json"
+    res = Results(Path(args.out), name)
     res.data["args"] = vars(args).copy()
     if args.dry_run:
         return dry_run(res, args)
@@ -687,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CDIQA_CACHE"] = tempfile.mkdtemp(prefix="cdiqa-gpu-check-")
     if args.sanitize:
         return sanitize(res, args)
+    if args.profile:
+        return profile(res, args)
     ok = True
     try:
         section_env(res)
@@ -714,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         res.save()
         if not args.no_variants:
             try:
-                section_variants(res, args)
+                section_variants(res, kernel, args)
             except Exception as exc:
                 res.error("variants", exc)
             res.save()
@@ -729,8 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in build.get("resources", {}).items():
         log(f"  {name}: {r['registers']} regs, {r['spill_stores']}/{r['spill_loads']} "
             f"spill st/ld bytes, {r['shared_bytes']} B smem")
-    for v in res.data.get("variants", []):
-        log(f"variant MIN_BLOCKS={v.get('min_blocks')}: {v.get('fused_us', v.get('note'))}")
+    for config, times in res.data.get("variants", {}).get("fused_us", {}).items():
+        log(f"variants {config}: {times}")
     log(f"errors: {len(res.data['errors'])}  correctness: "
         f"{res.data.get('correctness_summary', 'not run')}")
     failed = [r["case"] for r in res.data.get("correctness", []) if not r["passed"]]

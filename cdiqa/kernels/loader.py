@@ -32,8 +32,14 @@ TILE_H, TILE_W = 32, 32
 REDUCE_PLANES = 8
 #: Largest H or W (CDIQA_MASKING_MAX_SIDE).
 MAX_SIDE = 1 << 30
+#: Largest B*C (CDIQA_MASKING_MAX_PLANES = 65535^2: grid y * z) and tiles per plane (grid x).
+MAX_PLANES = 65535 * 65535
+MAX_TILES = 2**31 - 1
+#: Tiles-per-block heuristic (CDIQA_MASKING_PLANES_FOR_ONE_BLOCK, _TARGET_BLOCKS).
+PLANES_FOR_ONE_BLOCK = 1024
+TARGET_BLOCKS = 2048
 MAX_GRID_X = 2**31 - 1
-MAX_GRID_Y = 65535
+MAX_GRID_YZ = 65535
 #: Kernel names per input dtype, and of pass 2.
 ENTRY_POINTS = {"float32": "masking_stats_f32", "float16": "masking_stats_f16"}
 REDUCE_ENTRY = "masking_reduce"
@@ -46,33 +52,62 @@ Dtype = Literal["float32", "float16"]
 
 
 # ----------------------------------------------------------------------------- geometry
+# Mirrors of the host functions in masking.cu (README.md "Launch"); keep them in step.
 
 
 def tiles_per_plane(H: int, W: int) -> int:
-    """Blocks of pass 1 per (b, c) plane: ceil(H/32) * ceil(W/32)."""
+    """32 x 32 tiles of one (b, c) plane: ceil(H/32) * ceil(W/32)."""
     return -(-H // TILE_H) * -(-W // TILE_W)
 
 
-def workspace_size(B: int, C: int, H: int, W: int) -> int:
-    """Bytes of workspace (tile partials): 0 when a plane is one tile, else B*C*tiles*2*4.
+def tiles_per_block(B: int, C: int, H: int, W: int) -> int:
+    """Tiles of one plane per block of pass 1 (``cdiqa_masking_tiles_per_block``).
 
-    >>> workspace_size(8, 128, 96, 128), workspace_size(4, 128, 2, 2)
-    (98304, 0)
+    One block per plane once there are >= 1024 planes (no pass 2); else segments sized
+    for about 2048 blocks.
+
+    >>> tiles_per_block(8, 128, 96, 128), tiles_per_block(1, 32, 480, 270)
+    (12, 2)
     """
-    tiles = tiles_per_plane(H, W)
-    return 0 if tiles == 1 else B * C * tiles * 2 * 4
+    ntiles = tiles_per_plane(H, W)
+    planes = B * C
+    if planes >= PLANES_FOR_ONE_BLOCK:
+        return ntiles
+    return max(1, min(ntiles, planes * ntiles // TARGET_BLOCKS))
 
 
-def stats_grid(B: int, C: int, H: int, W: int) -> tuple[int, int]:
-    """Grid (x, y) of pass 1: one block per (plane, tile), 2-D past 2^31 - 1 blocks."""
-    blocks = B * C * tiles_per_plane(H, W)
-    gx = min(blocks, MAX_GRID_X)
-    gy = -(-blocks // gx)
-    if gy > MAX_GRID_Y:
-        raise ShapeError(describe("Size", "tensor", "e", (B, C, H, W),
-                                  f"at most {MAX_GRID_X * MAX_GRID_Y} tiles of 32 x 32",
-                                  "Split the batch"))
-    return gx, gy
+def _tpb(B: int, C: int, H: int, W: int, tpb: int | None) -> int:
+    if tpb is None:
+        return tiles_per_block(B, C, H, W)
+    if int(tpb) != tpb or tpb < 1:
+        raise ConfigError(describe("Tiles per block", "argument", "tiles_per_block", tpb,
+                                   "an integer >= 1 (or None for the default)", "Pass None"))
+    return min(int(tpb), tiles_per_plane(H, W))
+
+
+def segments_per_plane(B: int, C: int, H: int, W: int, tpb: int | None = None) -> int:
+    """Blocks of pass 1 per plane (each writes one partial unless it covers the plane).
+
+    ``tpb`` overrides :func:`tiles_per_block` (tuning experiments); ``None`` is the default.
+    """
+    return -(-tiles_per_plane(H, W) // _tpb(B, C, H, W, tpb))
+
+
+def workspace_size(B: int, C: int, H: int, W: int, tpb: int | None = None) -> int:
+    """Bytes of workspace (segment partials): 0 when one block covers a plane.
+
+    >>> workspace_size(8, 128, 96, 128), workspace_size(1, 32, 480, 270)
+    (0, 17408)
+    """
+    segments = segments_per_plane(B, C, H, W, tpb)
+    return 0 if segments == 1 else B * C * segments * 2 * 4
+
+
+def stats_grid(B: int, C: int, H: int, W: int, tpb: int | None = None) -> tuple[int, int, int]:
+    """Grid of pass 1: (segments, min(B*C, 65535), ceil(B*C / 65535))."""
+    planes = B * C
+    gy = min(planes, MAX_GRID_YZ)
+    return segments_per_plane(B, C, H, W, tpb), gy, -(-planes // gy)
 
 
 def reduce_grid(B: int, C: int) -> int:
@@ -87,6 +122,10 @@ def check_launch(B: int, C: int, H: int, W: int, k: int, dtype: str) -> None:
         if int(value) != value or not 1 <= value <= hi:
             raise ShapeError(describe("Dimension", "tensor", f"e.{name}", value,
                                       f"an integer in [1, {hi}]", "Pass a non-empty NCHW map"))
+    if B * C > MAX_PLANES or tiles_per_plane(H, W) > MAX_TILES:
+        raise ShapeError(describe("Size", "tensor", "e", (B, C, H, W),
+                                  f"B*C <= {MAX_PLANES} and H*W <= {MAX_TILES} tiles of 32 x 32",
+                                  "Split the batch or the image"))
     if int(k) != k or k < 1 or k % 2 == 0 or k > _INT_MAX:
         raise ConfigError(describe("Window", "attribute", "k", k, "an odd integer >= 1",
                                    "Use k = 3, 5 or 7"))
@@ -324,22 +363,25 @@ class MaskingKernel:
 
     def bind(self, e: Any, a: Any, gamma: Any, sigma: Any, stats: Any, workspace: Any,
              B: int, C: int, H: int, W: int, k: int, *, dtype: Dtype = "float32",
-             stream: Any = 0) -> Callable[[], None]:
+             stream: Any = 0, tiles_per_block: int | None = None) -> Callable[[], None]:
         """Check and pack the arguments of :meth:`launch` once; the callable enqueues.
 
         For benchmarks and loops that launch on the same buffers many times: the call does
-        two ``cuLaunchKernel`` (one when a plane is one tile) and nothing else.
+        two ``cuLaunchKernel`` (one when a block covers a plane) and nothing else.
+        ``tiles_per_block`` overrides the default split (tuning only; the workspace must
+        then hold ``workspace_size(B, C, H, W, tiles_per_block)`` bytes).
         """
         if self._module is None:
             raise CdiqaError("MaskingKernel is closed: got a launch after close(), expected an "
                              "open kernel. Create a new MaskingKernel.")
         check_launch(B, C, H, W, k, dtype)
         cu = self._cu
-        tiles = tiles_per_plane(H, W)
+        tpb = _tpb(B, C, H, W, tiles_per_block)
+        two_pass = segments_per_plane(B, C, H, W, tpb) > 1
         ws = _address(workspace, "workspace")
-        if tiles > 1 and ws == 0:
+        if two_pass and ws == 0:
             raise ConfigError(describe("Workspace", "argument", "workspace", "NULL",
-                                       f"{workspace_size(B, C, H, W)} bytes",
+                                       f"{workspace_size(B, C, H, W, tpb)} bytes",
                                        "Allocate workspace_size(B, C, H, W) bytes"))
         ptrs = [_address(p, n) for p, n in ((e, "e"), (a, "a"), (gamma, "gamma"),
                                             (sigma, "sigma"), (stats, "stats"))]
@@ -347,13 +389,13 @@ class MaskingKernel:
             raise ConfigError("Pointer for arguments 'e, a, gamma, sigma, stats': got NULL, "
                               "expected device addresses. Pass allocated tensors.")
         e_p, a_p, g_p, s_p, st_p = ptrs
-        gx, gy = stats_grid(B, C, H, W)
+        gx, gy, gz = stats_grid(B, C, H, W, tpb)
         hstream = cu.CUstream(_stream_handle(stream))
         vp, ci = ctypes.c_void_p, ctypes.c_int
         # argument order = the kernels' parameter lists (spec.yaml kernel_params)
         first = _Params([(vp, e_p), (vp, a_p), (vp, g_p), (vp, s_p), (vp, ws), (vp, st_p),
-                         (ci, B), (ci, C), (ci, H), (ci, W), (ci, k)])
-        second = _Params([(vp, ws), (vp, st_p), (ci, B), (ci, C), (ci, H), (ci, W)])
+                         (ci, B), (ci, C), (ci, H), (ci, W), (ci, k), (ci, tpb)])
+        second = _Params([(vp, ws), (vp, st_p), (ci, B), (ci, C), (ci, H), (ci, W), (ci, tpb)])
         stats_fn = self._functions[ENTRY_POINTS[dtype]]
         reduce_fn = self._functions[REDUCE_ENTRY]
         rgrid = reduce_grid(B, C)
@@ -361,9 +403,9 @@ class MaskingKernel:
 
         def enqueue() -> None:
             with self._active():
-                _check(cu, cu.cuLaunchKernel(stats_fn, gx, gy, 1, THREADS, 1, 1, 0, hstream,
+                _check(cu, cu.cuLaunchKernel(stats_fn, gx, gy, gz, THREADS, 1, 1, 0, hstream,
                                              first.address, 0), f"cuLaunchKernel({name})")
-                if tiles > 1:
+                if two_pass:
                     _check(cu, cu.cuLaunchKernel(reduce_fn, rgrid, 1, 1, THREADS, 1, 1, 0,
                                                  hstream, second.address, 0),
                            f"cuLaunchKernel({REDUCE_ENTRY})")
@@ -426,6 +468,7 @@ class MaskingKernel:
         return out
 
 
-__all__ = ["ENTRY_POINTS", "MAX_SIDE", "MaskingKernel", "NAN_BITS", "REDUCE_ENTRY",
-           "REDUCE_PLANES", "THREADS", "TILE_H", "TILE_W", "check_launch", "reduce_grid",
-           "stats_grid", "tiles_per_plane", "workspace_size"]
+__all__ = ["ENTRY_POINTS", "MAX_PLANES", "MAX_SIDE", "MAX_TILES", "MaskingKernel", "NAN_BITS",
+           "REDUCE_ENTRY", "REDUCE_PLANES", "THREADS", "TILE_H", "TILE_W", "check_launch",
+           "reduce_grid", "segments_per_plane", "stats_grid", "tiles_per_block",
+           "tiles_per_plane", "workspace_size"]

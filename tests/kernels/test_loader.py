@@ -67,18 +67,29 @@ def test_check_names_the_curesult():
 def test_geometry():
     assert loader.tiles_per_plane(96, 128) == 12
     assert loader.tiles_per_plane(1, 1) == 1 and loader.tiles_per_plane(33, 32) == 2
-    assert loader.workspace_size(8, 128, 96, 128) == 8 * 128 * 12 * 8
-    assert loader.workspace_size(4, 128, 2, 2) == 0
-    assert loader.stats_grid(8, 128, 96, 128) == (8 * 128 * 12, 1)
+    # many planes: one block per plane, no pass 2
+    assert loader.tiles_per_block(8, 128, 96, 128) == 12
+    assert loader.segments_per_plane(8, 128, 96, 128) == 1
+    assert loader.workspace_size(8, 128, 96, 128) == 0
+    assert loader.stats_grid(8, 128, 96, 128) == (1, 1024, 1)
+    # few planes, large maps: segments of 2 tiles, about 2048 blocks, pass 2
+    assert loader.tiles_per_block(1, 32, 480, 270) == 2
+    assert loader.segments_per_plane(1, 32, 480, 270) == 68
+    assert loader.stats_grid(1, 32, 480, 270) == (68, 32, 1)
+    assert loader.workspace_size(1, 32, 480, 270) == 32 * 68 * 8
+    # tiny: one tile, one block per plane
+    assert loader.stats_grid(2, 3, 1, 1) == (1, 6, 1) and loader.workspace_size(2, 3, 1, 1) == 0
     assert loader.reduce_grid(8, 128) == 128 and loader.reduce_grid(1, 3) == 1
 
 
-def test_grid_goes_2d_past_the_x_limit():
-    # 2^16 planes x 2^16 tiles = 2^32 blocks > 2^31 - 1
-    gx, gy = loader.stats_grid(1 << 16, 1, 32 * 256, 32 * 256)
-    assert gx == loader.MAX_GRID_X and gx * gy >= 1 << 32 and gy <= loader.MAX_GRID_Y
+def test_grid_uses_z_past_65535_planes():
+    assert loader.stats_grid(1024, 256, 1, 1) == (1, 65535, 5)
+    gx, gy, gz = loader.stats_grid(65535, 65535, 1, 1)
+    assert (gy, gz) == (65535, 65535)
     with pytest.raises(ShapeError, match="Split the batch"):
-        loader.stats_grid(1 << 30, 1 << 10, 32 * 1024, 32 * 1024)
+        loader.check_launch(65536, 65535, 1, 1, 3, "float32")
+    with pytest.raises(ShapeError, match="Split the batch"):
+        loader.check_launch(1, 1, 1 << 30, 1 << 30, 3, "float32")
 
 
 @pytest.mark.parametrize("args, match", [

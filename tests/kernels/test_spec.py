@@ -25,7 +25,7 @@ def _defines() -> dict[str, int]:
     for name, value in re.findall(r"#define (CDIQA_MASKING_\w+) (.+)", text):
         value = value.strip()
         m = re.fullmatch(r"\(1 << (\d+)\)", value)
-        out[name] = 1 << int(m.group(1)) if m else int(value)
+        out[name] = 1 << int(m.group(1)) if m else int(value.removesuffix("LL"))
     return out
 
 
@@ -100,19 +100,26 @@ def test_launch_constants_agree(spec):
     assert launch["reduce_planes_per_block"] == d["CDIQA_MASKING_REDUCE_PLANES"] == \
         loader.REDUCE_PLANES
     assert d["CDIQA_MASKING_MAX_SIDE"] == loader.MAX_SIDE
+    assert d["CDIQA_MASKING_MAX_PLANES"] == loader.MAX_PLANES == spec["dims"]["B*C"]["max"]
+    assert d["CDIQA_MASKING_MAX_TILES"] == loader.MAX_TILES == spec["dims"]["tiles"]["max"]
+    assert launch["planes_for_one_block"] == d["CDIQA_MASKING_PLANES_FOR_ONE_BLOCK"] == \
+        loader.PLANES_FOR_ONE_BLOCK
+    assert launch["target_blocks"] == d["CDIQA_MASKING_TARGET_BLOCKS"] == loader.TARGET_BLOCKS
     assert launch["dynamic_shared_bytes"] == 0
 
 
 def test_workspace_formula(spec):
-    assert spec["launch"]["workspace_bytes"] == "0 if tiles == 1 else B*C*tiles*2*4"
-    assert loader.workspace_size(8, 128, 96, 128) == 8 * 128 * 12 * 2 * 4
-    assert loader.workspace_size(16, 256, 32, 32) == 0
+    assert spec["launch"]["workspace_bytes"] == "0 if segments == 1 else B*C*segments*2*4"
+    assert loader.workspace_size(8, 128, 96, 128) == 0  # 1024 planes: one block each
+    assert loader.workspace_size(1, 32, 480, 270) == 32 * 68 * 2 * 4  # 135 tiles, 2 a block
+    assert loader.workspace_size(2, 3, 1, 1) == 0
 
 
 def test_host_api_is_declared(spec):
     header = MASKING_HEADER.read_text()
     api = spec["host_api"]
-    assert f"{api['launcher']}(" in header and f"{api['workspace_size']}(" in header
+    for key in ("launcher", "workspace_size", "tiles_per_block"):
+        assert f"{api[key]}(" in header
     for name, value in api["dtype_enum"].items():
         tag = {"float32": "F32", "float16": "F16"}[name]
         assert f"CDIQA_MASKING_{tag} = {value}" in header

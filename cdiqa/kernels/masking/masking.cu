@@ -43,6 +43,13 @@ constexpr int kVsumPitch = kChunkW + 1;
 constexpr int kEPitch = kTileW + 1;
 // Radii with a fully unrolled, zero-padded single-chunk path (k = 1, 3, 5, 7).
 constexpr int kFastRadiusMax = 3;
+// Unroll of the fast path's halo-row loop: more rows in flight per thread against registers.
+// 3 is the value that keeps every listed architecture free of spills under the 64-register
+// cap; benchmarks/gpu_check.py times others with -DCDIQA_MASKING_HALO_UNROLL=n.
+#ifndef CDIQA_MASKING_HALO_UNROLL
+#define CDIQA_MASKING_HALO_UNROLL 3
+#endif
+constexpr int kHaloUnroll = CDIQA_MASKING_HALO_UNROLL;  // pragma arguments see no macros
 
 static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps, at most 1024 threads");
 static_assert(kTileH == 32, "the horizontal pass maps lane -> output row");
@@ -86,14 +93,23 @@ __device__ __forceinline__ void box_sums_fast(const T* __restrict__ ap, int H, i
   constexpr int kSpan = kRowsPerItem + 2 * R;
   constexpr int kRowSpan = kColsPerThread + 2 * R;
   const int tid = threadIdx.x;
-  for (int idx = tid; idx < kHaloH * kHaloW; idx += kThreads) {
-    const int i = idx / kHaloW;  // constant divisor: a multiply and a shift
-    const int j = idx - i * kHaloW;
-    const int y = y0 - R + i;
-    const int x = x0 - R + j;
-    float v = 0.f;
-    if (y >= 0 && y < H && x >= 0 && x < W) v = load_value(ap, (long long)y * W + x);
-    s_a[i * kHaloPitch + j] = v;
+  {  // warp w loads halo rows w, w+8, ...; lane l columns l and l+32 (kHaloW <= 64), so the
+     // column tests and the row pointer are computed once per row, not per element
+    static_assert(kHaloW <= 64, "two columns per lane");
+    const int lane = tid & 31;
+    const int xa = x0 - R + lane;
+    const int xb = xa + 32;
+    const bool has_b = lane + 32 < kHaloW;
+    const bool in_a = xa >= 0 && xa < W;
+    const bool in_b = has_b && xb >= 0 && xb < W;
+#pragma unroll kHaloUnroll
+    for (int i = tid >> 5; i < kHaloH; i += kWarps) {
+      const int y = y0 - R + i;
+      const bool in_y = y >= 0 && y < H;
+      const long long row = (long long)y * W;
+      s_a[i * kHaloPitch + lane] = in_y && in_a ? load_value(ap, row + xa) : 0.f;
+      if (has_b) s_a[i * kHaloPitch + lane + 32] = in_y && in_b ? load_value(ap, row + xb) : 0.f;
+    }
   }
   __syncthreads();
   {  // vertical: column j of the halo, output rows g*8 .. g*8+7
@@ -202,6 +218,21 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Segments of a plane: pass 1 gives each block tiles_per_block consecutive tiles (row-major)
+// of one plane; a plane with one segment needs no pass 2.
+__host__ __device__ __forceinline__ long long segments_per_plane(int H, int W,
+                                                                 int tiles_per_block) {
+  return (tiles_per_plane(H, W) + tiles_per_block - 1) / tiles_per_block;
+}
+
+__host__ __device__ __forceinline__ bool args_ok(int B, int C, int H, int W,
+                                                 int tiles_per_block) {
+  return B >= 1 && C >= 1 && H >= 1 && W >= 1 && H <= CDIQA_MASKING_MAX_SIDE &&
+         W <= CDIQA_MASKING_MAX_SIDE && tiles_per_block >= 1 &&
+         (long long)B * C <= CDIQA_MASKING_MAX_PLANES &&
+         tiles_per_plane(H, W) <= CDIQA_MASKING_MAX_TILES;
+}
+
 template <typename T>
 __device__ __forceinline__ void masking_stats_impl(const T* __restrict__ e,
                                                    const T* __restrict__ a,
@@ -209,88 +240,97 @@ __device__ __forceinline__ void masking_stats_impl(const T* __restrict__ e,
                                                    const float* __restrict__ sigma,
                                                    float* __restrict__ partials,
                                                    float* __restrict__ stats, int B, int C,
-                                                   int H, int W, int k) {
+                                                   int H, int W, int k, int tiles_per_block) {
   __shared__ float s_a[kChunkH * kHaloPitch];
   __shared__ float s_v[kTileH * kVsumPitch];
   __shared__ float s_e[kTileH * kEPitch];
   __shared__ float s_red[2 * kWarps];
-  if (B < 1 || C < 1 || H < 1 || W < 1 || H > CDIQA_MASKING_MAX_SIDE ||
-      W > CDIQA_MASKING_MAX_SIDE || k < 1 || (k & 1) == 0) {
+  if (!args_ok(B, C, H, W, tiles_per_block) || k < 1 || (k & 1) == 0) {
     return;  // the launcher rejects these; never index with them
   }
-  // One block per (plane, tile); blk runs plane-major so that neighbouring blocks share
-  // halo rows in L2. Exits are block-uniform, before any __syncthreads.
-  const long long ntiles = tiles_per_plane(H, W);
-  const long long blk = (long long)blockIdx.y * gridDim.x + blockIdx.x;
-  if (blk >= (long long)B * C * ntiles) return;  // the tail of a 2-D grid (README "Launch")
+  // Block (x, y, z) = (segment, plane mod 65535, plane / 65535): no 64-bit division, and the
+  // plane (hence c, gamma, sigma) is fixed for the whole block. Exits are block-uniform.
+  const unsigned int planes = (unsigned int)B * (unsigned int)C;  // <= 65535^2 < 2^32
+  const unsigned int plane = blockIdx.y + gridDim.y * blockIdx.z;
+  const int ntiles = (int)tiles_per_plane(H, W);
+  const int segments = (int)segments_per_plane(H, W, tiles_per_block);
+  const int segment = (int)blockIdx.x;
+  if (plane >= planes || segment >= segments) return;  // the tail of the grid
   const int tid = threadIdx.x;
   const int r = (k - 1) / 2;
   const int ry = min(r, H - 1);  // a window wider than the map covers all of it
   const int rx = min(r, W - 1);
   const int tiles_x = (W + kTileW - 1) / kTileW;
-  const long long plane = blk / ntiles;
-  const long long tile = blk - plane * ntiles;
-  const int ty = (int)(tile / tiles_x);
-  const int y0 = ty * kTileH;
-  const int x0 = (int)(tile - (long long)ty * tiles_x) * kTileW;
-  const int c = (int)(plane % C);
-  const long long plane_offset = plane * ((long long)H * W);
-  // Where this tile's two sums go, fixed now so that plane and tile hold no registers
-  // across the box-sum passes: stats[b, 0, c] and stats[b, 1, c] (C apart) when the plane is
-  // one tile (no second pass), else partials[plane, tile, 0:2] (adjacent).
-  float* const out = ntiles == 1 ? stats + (plane / C) * 2 * C + c
-                                 : partials + (plane * ntiles + tile) * 2;
-  const int out_step = ntiles == 1 ? C : 1;
-
-  for (int idx = tid; idx < kTileH * kTileW; idx += kThreads) {  // e tile, row by row
-    const int i = idx / kTileW;
-    const int j = idx - i * kTileW;
-    const int y = y0 + i;
-    const int x = x0 + j;
-    float v = 0.f;
-    if (y < H && x < W) v = load_value(e, plane_offset + (long long)y * W + x);
-    s_e[i * kEPitch + j] = v;
-  }
-
-  float box[kColsPerThread];  // box sums of a at (y0 + ih, x0 + jh + q)
+  const int c = (int)(plane % (unsigned int)C);
+  const long long plane_offset = (long long)plane * ((long long)H * W);
+  const T* __restrict__ ep = e + plane_offset;
   const T* __restrict__ ap = a + plane_offset;
-  switch (r) {  // block-uniform: every __syncthreads inside is reached by all threads
-    case 0: box_sums_fast<T, 0>(ap, H, W, y0, x0, s_a, s_v, box); break;
-    case 1: box_sums_fast<T, 1>(ap, H, W, y0, x0, s_a, s_v, box); break;
-    case 2: box_sums_fast<T, 2>(ap, H, W, y0, x0, s_a, s_v, box); break;
-    case 3: box_sums_fast<T, 3>(ap, H, W, y0, x0, s_a, s_v, box); break;
-    default: box_sums_chunked<T>(ap, H, W, y0, x0, ry, rx, s_a, s_v, box); break;
-  }
-
-  // n = |e|^g / (s^g + box/count) = |e|^g * count / (s^g * count + box): one IEEE division.
-  // |e|^g = exp2(g * log2|e|): log2f is within 1 ulp of log2|e|, so the relative error of the
-  // power stays ~1e-6 even for |e| ~ 1e-4; |e| = 0 gives exp2(-inf) = 0 exactly.
   const float g = __ldg(gamma + c);
   const float sg = exp2f(g * log2f(__ldg(sigma + c)));
-  const int ih = tid % kTileH;                     // output row of this thread
+  const int ih = tid % kTileH;                     // output row of this thread in a tile
   const int jh = (tid / kTileH) * kColsPerThread;  // its first output column
-  const int y = y0 + ih;
-  float s1 = 0.f;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+
+  const int t_begin = segment * tiles_per_block;  // < ntiles, so no overflow
+  const int t_end = t_begin + min(tiles_per_block, ntiles - t_begin);
+  int ty = t_begin / tiles_x;
+  int tx = t_begin - ty * tiles_x;
+  float s1 = 0.f;  // this thread's sums over its pixels of every tile, in a fixed order
   float s2 = 0.f;
-  if (y < H) {
-    const float cy = (float)(min(y + ry, H - 1) - max(y - ry, 0) + 1);
+  for (int t = t_begin; t < t_end; ++t) {
+    const int y0 = ty * kTileH;
+    const int x0 = tx * kTileW;
+    if (++tx == tiles_x) {
+      tx = 0;
+      ++ty;
+    }
+    if (t != t_begin) __syncthreads();  // the previous tile's readers of shared memory are done
+    {  // e tile -> s_e: warp w rows w, w+8, ...; lane l column l (+32, ...)
+      const int y_step = kWarps;
 #pragma unroll
-    for (int q = 0; q < kColsPerThread; ++q) {
-      const int x = x0 + jh + q;
-      if (x < W) {
-        const float cnt = cy * (float)(min(x + rx, W - 1) - max(x - rx, 0) + 1);
-        const float ev = fabsf(s_e[ih * kEPitch + jh + q]);
-        const float p = exp2f(g * log2f(ev));
-        const float n = (p * cnt) / fmaf(sg, cnt, box[q]);
-        s1 += n;
-        s2 = fmaf(n, n, s2);
+      for (int i = warp; i < kTileH; i += y_step) {
+        const int y = y0 + i;
+#pragma unroll
+        for (int j = lane; j < kTileW; j += 32) {
+          const int x = x0 + j;
+          s_e[i * kEPitch + j] = y < H && x < W ? load_value(ep, (long long)y * W + x) : 0.f;
+        }
+      }
+    }
+
+    float box[kColsPerThread];  // box sums of a at (y0 + ih, x0 + jh + q)
+    switch (r) {  // block-uniform: every __syncthreads inside is reached by all threads
+      case 0: box_sums_fast<T, 0>(ap, H, W, y0, x0, s_a, s_v, box); break;
+      case 1: box_sums_fast<T, 1>(ap, H, W, y0, x0, s_a, s_v, box); break;
+      case 2: box_sums_fast<T, 2>(ap, H, W, y0, x0, s_a, s_v, box); break;
+      case 3: box_sums_fast<T, 3>(ap, H, W, y0, x0, s_a, s_v, box); break;
+      default: box_sums_chunked<T>(ap, H, W, y0, x0, ry, rx, s_a, s_v, box); break;
+    }
+
+    // n = |e|^g / (s^g + box/count) = |e|^g * count / (s^g * count + box): one IEEE division.
+    // |e|^g = exp2(g * log2|e|): log2f is within 1 ulp of log2|e|, so the relative error of
+    // the power stays ~1e-6 even for |e| ~ 1e-4; |e| = 0 gives exp2(-inf) = 0 exactly.
+    const int y = y0 + ih;
+    if (y < H) {
+      const float cy = (float)(min(y + ry, H - 1) - max(y - ry, 0) + 1);
+#pragma unroll
+      for (int q = 0; q < kColsPerThread; ++q) {
+        const int x = x0 + jh + q;
+        if (x < W) {
+          const float cnt = cy * (float)(min(x + rx, W - 1) - max(x - rx, 0) + 1);
+          const float ev = fabsf(s_e[ih * kEPitch + jh + q]);
+          const float p = exp2f(g * log2f(ev));
+          const float n = (p * cnt) / fmaf(sg, cnt, box[q]);
+          s1 += n;
+          s2 = fmaf(n, n, s2);
+        }
       }
     }
   }
+
   s1 = warp_sum(s1);
   s2 = warp_sum(s2);
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
   if (lane == 0) {
     s_red[warp] = s1;
     s_red[kWarps + warp] = s2;
@@ -303,8 +343,15 @@ __device__ __forceinline__ void masking_stats_impl(const T* __restrict__ e,
       t1 += s_red[w];
       t2 += s_red[kWarps + w];
     }
-    out[0] = t1;
-    out[out_step] = t2;
+    if (segments == 1) {  // the block saw the whole plane: write the stats, no pass 2
+      const long long b = plane / (unsigned int)C;
+      stats[b * 2 * C + c] = t1;
+      stats[b * 2 * C + C + c] = t2;
+    } else {
+      float* out = partials + ((long long)plane * segments + segment) * 2;
+      out[0] = t1;
+      out[1] = t2;
+    }
   }
 }
 
@@ -314,40 +361,38 @@ extern "C" __global__ void __launch_bounds__(CDIQA_MASKING_THREADS, CDIQA_MASKIN
 masking_stats_f32(const float* __restrict__ e, const float* __restrict__ a,
                   const float* __restrict__ gamma, const float* __restrict__ sigma,
                   float* __restrict__ partials, float* __restrict__ stats, int B, int C, int H,
-                  int W, int k) {
-  cdiqa_masking::masking_stats_impl<float>(e, a, gamma, sigma, partials, stats, B, C, H, W, k);
+                  int W, int k, int tiles_per_block) {
+  cdiqa_masking::masking_stats_impl<float>(e, a, gamma, sigma, partials, stats, B, C, H, W, k,
+                                           tiles_per_block);
 }
 
 extern "C" __global__ void __launch_bounds__(CDIQA_MASKING_THREADS, CDIQA_MASKING_MIN_BLOCKS)
 masking_stats_f16(const unsigned short* __restrict__ e, const unsigned short* __restrict__ a,
                   const float* __restrict__ gamma, const float* __restrict__ sigma,
                   float* __restrict__ partials, float* __restrict__ stats, int B, int C, int H,
-                  int W, int k) {
+                  int W, int k, int tiles_per_block) {
   cdiqa_masking::masking_stats_impl<unsigned short>(e, a, gamma, sigma, partials, stats, B, C,
-                                                    H, W, k);
+                                                    H, W, k, tiles_per_block);
 }
 
-// Pass 2: warp w of the grid sums the tile partials of plane w (lane-strided, then a fixed
-// shuffle tree) and writes stats[b, 0, c], stats[b, 1, c]. A no-op when a plane is one tile
-// (pass 1 already wrote the stats).
+// Pass 2: warp w of the grid sums the segment partials of plane w (lane-strided, then a
+// fixed shuffle tree) and writes stats[b, 0, c], stats[b, 1, c]. A no-op when a plane is one
+// segment (pass 1 already wrote the stats).
 extern "C" __global__ void __launch_bounds__(CDIQA_MASKING_THREADS)
 masking_reduce(const float* __restrict__ partials, float* __restrict__ stats, int B, int C,
-               int H, int W) {
-  if (B < 1 || C < 1 || H < 1 || W < 1 || H > CDIQA_MASKING_MAX_SIDE ||
-      W > CDIQA_MASKING_MAX_SIDE) {
-    return;
-  }
-  const long long ntiles = cdiqa_masking::tiles_per_plane(H, W);
-  if (ntiles == 1) return;
+               int H, int W, int tiles_per_block) {
+  if (!cdiqa_masking::args_ok(B, C, H, W, tiles_per_block)) return;
+  const long long segments = cdiqa_masking::segments_per_plane(H, W, tiles_per_block);
+  if (segments == 1) return;
   const long long planes = (long long)B * C;
   const int lane = threadIdx.x & 31;
   const long long first = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const long long step = ((long long)gridDim.x * blockDim.x) >> 5;
   for (long long p = first; p < planes; p += step) {  // warp-uniform loop
-    const float* src = partials + p * ntiles * 2;
+    const float* src = partials + p * segments * 2;
     float s1 = 0.f;
     float s2 = 0.f;
-    for (long long t = lane; t < ntiles; t += 32) {
+    for (long long t = lane; t < segments; t += 32) {
       s1 += src[2 * t];
       s2 += src[2 * t + 1];
     }
@@ -367,21 +412,20 @@ masking_reduce(const float* __restrict__ partials, float* __restrict__ stats, in
 namespace cdiqa_masking {
 
 constexpr long long kMaxGridX = 2147483647LL;  // gridDim.x limit (compute capability >= 3.0)
-constexpr long long kMaxGridY = 65535LL;
+constexpr long long kMaxGridYZ = 65535LL;
 
-inline bool shape_ok(int B, int C, int H, int W) {
-  return B >= 1 && C >= 1 && H >= 1 && W >= 1 && H <= CDIQA_MASKING_MAX_SIDE &&
-         W <= CDIQA_MASKING_MAX_SIDE;
-}
-
-// Pass 1 grid: one block per (plane, tile), blk = blockIdx.y * gridDim.x + blockIdx.x.
-// A 1-D grid up to 2^31 - 1 blocks, else 2-D; blocks past the end return at once.
-inline bool stats_grid(long long blocks, dim3* grid) {
-  const long long gx = blocks < kMaxGridX ? blocks : kMaxGridX;
-  const long long gy = (blocks + gx - 1) / gx;
-  if (gy > kMaxGridY) return false;
-  *grid = dim3((unsigned int)gx, (unsigned int)gy, 1);
-  return true;
+// Tiles per block of pass 1, a function of the shape alone (the workspace size depends on
+// it). With >= CDIQA_MASKING_PLANES_FOR_ONE_BLOCK planes there are enough blocks to fill any
+// GPU with one block per plane, which needs no pass 2; fewer planes are cut into segments
+// so that about CDIQA_MASKING_TARGET_BLOCKS blocks run.
+inline int tiles_per_block_for(int B, int C, int H, int W) {
+  const long long ntiles = tiles_per_plane(H, W);
+  const long long planes = (long long)B * C;
+  if (planes >= CDIQA_MASKING_PLANES_FOR_ONE_BLOCK) return (int)ntiles;
+  long long t = planes * ntiles / CDIQA_MASKING_TARGET_BLOCKS;
+  if (t < 1) t = 1;
+  if (t > ntiles) t = ntiles;
+  return (int)t;
 }
 
 // Pass 2 grid: the kernel loops (grid stride), so any capped 1-D grid is correct.
@@ -393,11 +437,17 @@ inline unsigned int reduce_grid(long long planes) {
 
 }  // namespace cdiqa_masking
 
+extern "C" int cdiqa_masking_tiles_per_block(int B, int C, int H, int W) {
+  if (!cdiqa_masking::args_ok(B, C, H, W, 1)) return 0;
+  return cdiqa_masking::tiles_per_block_for(B, C, H, W);
+}
+
 extern "C" size_t cdiqa_masking_workspace_size(int B, int C, int H, int W) {
-  if (!cdiqa_masking::shape_ok(B, C, H, W)) return 0;
-  const long long ntiles = cdiqa_masking::tiles_per_plane(H, W);
-  if (ntiles == 1) return 0;
-  return (size_t)B * (size_t)C * (size_t)ntiles * 2 * sizeof(float);
+  const int tpb = cdiqa_masking_tiles_per_block(B, C, H, W);
+  if (tpb < 1) return 0;
+  const long long segments = cdiqa_masking::segments_per_plane(H, W, tpb);
+  if (segments == 1) return 0;
+  return (size_t)B * (size_t)C * (size_t)segments * 2 * sizeof(float);
 }
 
 extern "C" cudaError_t cdiqa_masking_forward(const void* e, const void* a,
@@ -406,30 +456,32 @@ extern "C" cudaError_t cdiqa_masking_forward(const void* e, const void* a,
                                              int H, int W, int k, void* workspace,
                                              size_t workspace_bytes, cudaStream_t stream) {
   using namespace cdiqa_masking;
-  if (!shape_ok(B, C, H, W) || k < 1 || (k & 1) == 0) return cudaErrorInvalidValue;
+  const int tpb = cdiqa_masking_tiles_per_block(B, C, H, W);
+  if (tpb < 1 || k < 1 || (k & 1) == 0) return cudaErrorInvalidValue;
   if (e == nullptr || a == nullptr || gamma == nullptr || sigma == nullptr || stats == nullptr)
     return cudaErrorInvalidValue;
   const size_t need = cdiqa_masking_workspace_size(B, C, H, W);
   if (need > 0 && (workspace == nullptr || workspace_bytes < need)) return cudaErrorInvalidValue;
-  const long long ntiles = tiles_per_plane(H, W);
   const long long planes = (long long)B * C;
+  const long long segments = segments_per_plane(H, W, tpb);
   float* partials = need > 0 ? static_cast<float*>(workspace) : nullptr;
-  dim3 grid;
-  if (!stats_grid(planes * ntiles, &grid)) return cudaErrorInvalidValue;
+  // grid (segments, planes mod 65535, planes / 65535): see masking_stats_impl
+  const long long gy = planes < kMaxGridYZ ? planes : kMaxGridYZ;
+  const dim3 grid((unsigned int)segments, (unsigned int)gy, (unsigned int)((planes + gy - 1) / gy));
   if (dtype == CDIQA_MASKING_F32) {
     masking_stats_f32<<<grid, kThreads, 0, stream>>>(
         static_cast<const float*>(e), static_cast<const float*>(a), gamma, sigma, partials,
-        stats, B, C, H, W, k);
+        stats, B, C, H, W, k, tpb);
   } else if (dtype == CDIQA_MASKING_F16) {
     masking_stats_f16<<<grid, kThreads, 0, stream>>>(
         static_cast<const unsigned short*>(e), static_cast<const unsigned short*>(a), gamma,
-        sigma, partials, stats, B, C, H, W, k);
+        sigma, partials, stats, B, C, H, W, k, tpb);
   } else {
     return cudaErrorInvalidValue;
   }
   cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || ntiles == 1) return err;
-  masking_reduce<<<reduce_grid(planes), kThreads, 0, stream>>>(partials, stats, B, C, H, W);
+  if (err != cudaSuccess || segments == 1) return err;
+  masking_reduce<<<reduce_grid(planes), kThreads, 0, stream>>>(partials, stats, B, C, H, W, tpb);
   return cudaGetLastError();
 }
 #endif  // !__CUDACC_RTC__

@@ -30,6 +30,13 @@
 #define CDIQA_MASKING_REDUCE_PLANES 8
 // Upper bound on H and W (keeps every in-plane coordinate sum inside int32).
 #define CDIQA_MASKING_MAX_SIDE (1 << 30)
+// Upper bounds on B*C (grid y * z) and on the 32 x 32 tiles of one plane (grid x).
+#define CDIQA_MASKING_MAX_PLANES 4294836225LL
+#define CDIQA_MASKING_MAX_TILES 2147483647LL
+// Tiles per block of pass 1 (cdiqa_masking_tiles_per_block): one block per plane from this
+// many planes on, else about CDIQA_MASKING_TARGET_BLOCKS blocks.
+#define CDIQA_MASKING_PLANES_FOR_ONE_BLOCK 1024
+#define CDIQA_MASKING_TARGET_BLOCKS 2048
 
 #if !defined(__CUDACC_RTC__)
 #include <stddef.h>
@@ -45,8 +52,11 @@ typedef enum {
   CDIQA_MASKING_F16 = 1
 } cdiqa_masking_dtype;
 
-// Bytes of device workspace cdiqa_masking_forward needs for this shape (0 when every plane
-// fits in one tile). Returns 0 for invalid shapes too; cdiqa_masking_forward rejects them.
+// Tiles of a plane that one block of pass 1 handles for this shape (0 for an invalid shape).
+int cdiqa_masking_tiles_per_block(int B, int C, int H, int W);
+
+// Bytes of device workspace cdiqa_masking_forward needs for this shape (0 when one block
+// covers each plane). Returns 0 for invalid shapes too; cdiqa_masking_forward rejects them.
 size_t cdiqa_masking_workspace_size(int B, int C, int H, int W);
 
 // Enqueue the op on `stream`: stats (B, 2, C) float32 from e, a (B, C, H, W) of `dtype`,
