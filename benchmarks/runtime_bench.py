@@ -1,0 +1,90 @@
+"""Runtime throughput: PyTorch eager vs ONNX Runtime, as recorded in docs/benchmarks.md.
+
+    python benchmarks/runtime_bench.py [BUNDLE] [--threads 1 2] [--repeats 3] [--budget 3]
+
+Runs ``cdiqa.export.bench.run_bench`` for each thread count ``repeats`` times (a shared machine
+is noisy: the best run of each case is kept, and the load average before each run is
+printed), then prints a Markdown table with the machine, the date and this command. Without
+BUNDLE the default model is exported to a temporary bundle first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cdiqa.export.bench import BenchConfig, BenchReport, run_bench  # noqa: E402
+
+
+def best_of(reports: list[BenchReport]) -> dict:
+    """(case, engine) -> the timing with the highest throughput over the repeats."""
+    best = {}
+    for r in reports:
+        for t in r.timings:
+            key = (t.case, t.engine)
+            if key not in best or t.pairs_per_s > best[key].pairs_per_s:
+                best[key] = t
+    return best
+
+
+def markdown(by_threads: dict[int, list[BenchReport]], command: str) -> str:
+    """The results table(s) for docs/benchmarks.md."""
+    runs = next(iter(by_threads.values()))
+    first = runs[0]
+    m = first.machine
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; {m['versions']}; {first.date[:10]}.",
+             f"Command: `{command}`; best of {len(runs)} runs per case.", "",
+             "| threads | size | batch | torch pairs/s | ORT pairs/s | ORT / torch | torch p50 / p99 ms "
+             "| ORT p50 / p99 ms |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for threads, reports in by_threads.items():
+        best = best_of(reports)
+        for case in sorted({c for c, _ in best}, key=lambda c: (c.height * c.width, c.batch)):
+            t, o = best[(case, "torch")], best[(case, "onnxruntime")]
+            lines.append(f"| {threads} | {case.label} | {case.batch} | {t.pairs_per_s:.2f} | "
+                         f"{o.pairs_per_s:.2f} | {o.pairs_per_s / t.pairs_per_s:.2f}x | "
+                         f"{t.p50_ms:.1f} / {t.p99_ms:.1f} | {o.p50_ms:.1f} / {o.p99_ms:.1f} |")
+    peaks = {k: max(r.peak_rss_mb[k] for rs in by_threads.values() for r in rs)
+             for k in first.peak_rss_mb}
+    imports = min(r.import_ms for rs in by_threads.values() for r in rs)
+    lines += ["", f"Peak resident memory: ONNX Runtime process {peaks['onnxruntime']:.0f} MiB, "
+              f"torch process {peaks['torch']:.0f} MiB. `import cdiqa.runtime`: "
+              f"{imports:.0f} ms (best cold import)."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", nargs="?")
+    parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=3.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cdiqa-bench-") as tmp:
+        bundle = args.bundle
+        if bundle is None:
+            from cdiqa.export import export_bundle
+
+            bundle = Path(tmp) / "bundle"
+            export_bundle(bundle)
+        print(markdown(_runs(bundle, args), "python " + " ".join(sys.argv)))
+
+
+def _runs(bundle, args) -> dict[int, list[BenchReport]]:
+    by_threads = {}
+    for threads in args.threads:
+        by_threads[threads] = []
+        for i in range(args.repeats):
+            print(f"threads {threads}, run {i + 1}: load average {os.getloadavg()}",
+                  file=sys.stderr)
+            config = BenchConfig(budget_s=args.budget, threads=threads)
+            by_threads[threads].append(run_bench(bundle, config))
+    return by_threads
+
+
+if __name__ == "__main__":
+    main()
