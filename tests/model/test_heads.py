@@ -1,0 +1,94 @@
+"""Fitting quality heads (cdiqa.model.heads) on features with a known latent severity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cdiqa import metrics
+from cdiqa.errors import ConfigError
+from cdiqa.heads import load_head
+from cdiqa.model import heads as fit
+
+D = 24
+
+
+def _features(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """v >= 0 growing with a latent severity s in (0, 1); mos = 5 - 4 s (1..5 scale)."""
+    rng = np.random.default_rng(seed)
+    pattern = np.random.default_rng(99).uniform(0.2, 2.0, D)  # shared by train and test
+    s = rng.uniform(0.02, 1.0, n)
+    v = (s[:, None] ** 2) * pattern * rng.lognormal(0, 0.15, (n, D))
+    return v, 5 - 4 * s
+
+
+@pytest.fixture(scope="module")
+def train_set():
+    return _features(300, seed=1)
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return _features(200, seed=2)
+
+
+@pytest.mark.parametrize("method", ["pca", "energy", "whitened"])
+def test_label_free_head_orders_held_out_pairs(train_set, test_set, method):
+    head = fit.fit_label_free(train_set[0], method=method)
+    v, mos = test_set
+    q = head.score(v)
+    assert metrics.srcc(q, mos) > 0.9
+    assert head.score(np.zeros((1, D)))[0] == 1.0
+    # tau puts the median fitting pair at 0.5
+    assert np.median(head.score(train_set[0])) == pytest.approx(0.5, abs=0.02)
+
+
+def test_label_free_pca_sign_makes_distorted_pairs_worse_than_identical(train_set):
+    head = fit.fit_label_free(train_set[0], method="pca")
+    assert np.mean(head.score(train_set[0])) < 1.0
+    assert np.mean(head.severity(train_set[0])) > 0
+
+
+@pytest.mark.parametrize("k", [10, 50])
+def test_few_shot_head_learns_from_k_labels(train_set, test_set, k):
+    v_all, mos_all = train_set
+    pick = np.random.default_rng(k).choice(len(v_all), k, replace=False)
+    head = fit.fit_few_shot(v_all, v_all[pick], mos_all[pick])
+    v, mos = test_set
+    q = head.score(v)
+    assert metrics.srcc(q, mos) > 0.9
+    assert head.score(np.zeros((1, D)))[0] == 1.0
+    # it estimates the rescaled opinion score (mos - 1) / 4, not just its order
+    assert np.median(np.abs(q - (mos - 1) / 4)) < 0.15
+
+
+def test_supervised_head_fits_and_generalizes(train_set, test_set):
+    head = fit.fit_supervised(*train_set, steps=300)
+    v, mos = test_set
+    q = head.score(v)
+    assert metrics.srcc(q, mos) > 0.9
+    assert np.median(np.abs(q - (mos - 1) / 4)) < 0.15
+    assert head.score(np.zeros((1, D)))[0] == 1.0
+    again = load_head(head.to_dict())
+    np.testing.assert_array_equal(again.score(v), q)
+
+
+def test_supervised_fit_is_deterministic_for_a_seed(train_set):
+    a = fit.fit_supervised(*train_set, steps=20, seed=3)
+    b = fit.fit_supervised(*train_set, steps=20, seed=3)
+    np.testing.assert_array_equal(a.w1, b.w1)
+
+
+def test_severity_target_is_zero_for_the_best_score_and_bounded():
+    t = fit.severity_target(np.array([5.0, 3.0, 1.0, 0.0]), (1.0, 5.0))
+    assert t[0] == 0.0 and 0 < t[1] < t[2] == t[3] == -np.log(fit.Q_FLOOR)
+
+
+def test_fitting_rejects_too_few_pairs_and_mismatched_labels(train_set):
+    v, mos = train_set
+    with pytest.raises(ConfigError, match="at least two pairs"):
+        fit.fit_label_free(v[:1])
+    with pytest.raises(ConfigError, match="one opinion score per labelled pair"):
+        fit.fit_few_shot(v, v[:10], mos[:9])
+    with pytest.raises(ConfigError, match="label-free, few-shot or supervised"):
+        fit.kind_name("fully-supervised")
