@@ -12,7 +12,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cdiqa.errors import ShapeError, describe
 from cdiqa.images import as_image, check_pair, load_image
 from cdiqa.manifest import INPUT_DIST, INPUT_REF, INPUT_ROI
 
@@ -53,10 +52,7 @@ def feed(refs: Sequence[np.ndarray], dists: Sequence[np.ndarray],
 
 
 def group_by_size(images: Iterable[np.ndarray], max_batch: int) -> list[list[int]]:
-    """Indices of same-size images in chunks of at most ``max_batch``, in input order."""
-    if max_batch < 1:
-        raise ShapeError(describe("Batch", "runtime", "max_batch", max_batch, ">= 1",
-                                  "Use a positive batch size"))
+    """Indices of same-size images in chunks of at most ``max_batch`` (>= 1), in input order."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, image in enumerate(images):
         groups.setdefault(image.shape, []).append(i)

@@ -19,13 +19,13 @@ from typing import Sequence
 
 import numpy as np
 
-from cdiqa.errors import BackendUnavailable, ManifestError, ShapeError, describe
+from cdiqa.errors import BackendUnavailable, ConfigError, ManifestError, ShapeError, describe
 from cdiqa.manifest import (OUTPUT_COUNTS, OUTPUT_SUMS, OUTPUT_SUMSQ, Manifest, load_manifest,
                             read_json)
 from cdiqa.masking import features_from_stats
 from cdiqa.runtime.backends import AUTO_ORDER, Session, SessionOptions, get_backend
 from cdiqa.runtime.preprocess import feed, group_by_size, pair_from
-from cdiqa.runtime.tiling import plan_tiles, tiled_stats
+from cdiqa.runtime.tiling import check_tiling, plan_tiles, tiled_stats
 
 #: default largest batch run at once (memory grows with it; throughput saturates by ~8)
 MAX_BATCH = 8
@@ -49,9 +49,11 @@ class Scorer:
         self.max_batch = int(max_batch)
         self.tile = tile
         self.halo = manifest.tiling.halo if halo is None else int(halo)
+        if self.max_batch < 1:
+            raise ConfigError(describe("Batch", "scorer option", "max_batch", max_batch, ">= 1",
+                                       "Use a positive batch size"))
         if tile is not None:  # fail now, not on the first large image
-            plan_tiles(tile, tile, tile, self.halo, manifest.tiling.alignment)
-        group_by_size([], self.max_batch)
+            check_tiling(tile, self.halo, manifest.tiling.alignment)
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, backend: str = "auto", device: str | None = None,

@@ -51,15 +51,20 @@ def plan_tiles(height: int, width: int, tile: int, halo: int, alignment: int = 3
     Raises:
         ConfigError: ``tile`` or ``halo`` not a positive multiple of ``alignment``.
     """
+    check_tiling(tile, halo, alignment)
+    rows = _spans(height, tile, halo, alignment)
+    cols = _spans(width, tile, halo, alignment)
+    return [Tile((cy0, cx0, cy1, cx1), (y0 - cy0, x0 - cx0, y1 - cy0, x1 - cx0))
+            for (y0, y1, cy0, cy1) in rows for (x0, x1, cx0, cx1) in cols]
+
+
+def check_tiling(tile: int, halo: int, alignment: int = 32) -> None:
+    """Raise ``ConfigError`` unless ``tile`` > 0 and ``halo`` >= 0 are multiples of ``alignment``."""
     for name, value, low in (("tile", tile, alignment), ("halo", halo, 0)):
         if value < low or value % alignment:
             raise ConfigError(describe("Size", "tiling option", name, value,
                                        f"a multiple of {alignment} >= {low}",
                                        f"Round {name} to a multiple of {alignment}"))
-    rows = _spans(height, tile, halo, alignment)
-    cols = _spans(width, tile, halo, alignment)
-    return [Tile((cy0, cx0, cy1, cx1), (y0 - cy0, x0 - cx0, y1 - cy0, x1 - cx0))
-            for (y0, y1, cy0, cy1) in rows for (x0, x1, cx0, cx1) in cols]
 
 
 def _spans(n: int, tile: int, halo: int, alignment: int) -> list[tuple[int, int, int, int]]:
