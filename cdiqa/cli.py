@@ -154,6 +154,31 @@ def bench_cmd(
         Console().print(report.table())
 
 
+@app.command("serve")
+def serve_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="TCP port; 0 picks a free one (printed)."),
+    domain: Optional[str] = typer.Option(None, help="Default domain; default: the bundle's."),
+    backend: str = typer.Option("auto", help="Runtime backend: auto, onnxruntime, tensorrt."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N; default: the backend's."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per inference call."),
+    max_batch: int = typer.Option(8, help="Most pairs per inference call (1: no micro-batching)."),
+    max_wait_ms: float = typer.Option(5.0, help="Longest a micro-batch waits for more pairs."),
+    max_queue: int = typer.Option(64, help="Pairs that may wait per domain (503 above)."),
+    timeout: float = typer.Option(30.0, help="Seconds per request (504 after)."),
+    max_body_mb: float = typer.Option(32.0, help="Largest request body in MiB (413 above)."),
+) -> None:
+    """Serve a bundle over HTTP: /v1/score, /v1/score/batch, /healthz, /readyz, /metrics."""
+    from cdiqa.runtime.server import ServeConfig, serve
+
+    config = ServeConfig(host=host, port=port, domain=domain, backend=backend, device=device,
+                         threads=threads, max_batch=max_batch, max_wait=max_wait_ms / 1000,
+                         max_queue=max_queue, timeout=timeout,
+                         max_body=int(max_body_mb * (1 << 20)))
+    serve(bundle, config)
+
+
 def main() -> None:
     """Console entry point: user errors exit 1 with one line, bugs exit 2."""
     try:

@@ -110,16 +110,17 @@ class Triton:
         cmd = [str(dist / "bin" / "tritonserver"), f"--model-repository={repo}",
                f"--backend-directory={workdir / 'backends'}", "--http-address=127.0.0.1",
                "--grpc-address=127.0.0.1", f"--http-port={self.http}",
-               f"--grpc-port={self.grpc}", f"--metrics-port={metrics}", *extra]
+               f"--grpc-port={self.grpc}", f"--metrics-port={metrics}",
+               "--exit-timeout-secs=10", *extra]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, model: str) -> None:
-        client = TritonScorer(f"127.0.0.1:{self.http}", model=model, timeout=5)
         deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline:
-            if client.is_ready():
-                return
+            with TritonScorer(f"127.0.0.1:{self.http}", model=model, timeout=5) as client:
+                if client.is_ready():  # (an open connection would delay the server's exit)
+                    return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.5)

@@ -1,0 +1,652 @@
+"""HTTP service over the runtime: ``iqa-export serve BUNDLE`` (Starlette + uvicorn).
+
+Endpoints (OpenAPI at ``GET /openapi.json``, see ``server_openapi``; docs/serving.md)::
+
+    POST /v1/score         multipart/form-data: files ref, dist; optional domain (field/query)
+    POST /v1/score/batch   multipart/form-data: ref and dist repeated, paired in order
+    GET  /healthz          liveness            GET /readyz   model loaded and warm
+    GET  /metrics          Prometheus          GET /openapi.json
+
+A scoring request::
+
+    body (<= max_body: 413) ─► multipart (else 415/400) ─► decode ref, dist in a worker thread
+      (400 bad bytes, 413 too many pixels) ─► StreamScorer.submit(block=False) of the domain
+      (422 sizes differ / too small; 503 + Retry-After when the queue is full)
+      ─► await the future until the request's deadline (504) ─► {"score", "domain", "id"}
+
+Pairs of concurrent requests meet in the domain's ``StreamScorer`` and run as one micro-batch
+(at most ``max_batch`` pairs, waiting at most ``max_wait`` for more). Every error is JSON
+``{"error": {"code", "message", "field"}}`` and the server keeps serving. Shutdown (SIGTERM,
+SIGINT): uvicorn stops accepting connections and waits for the requests in flight; then every
+stream drains before the session closes, so an accepted request is answered.
+
+Starlette, uvicorn, python-multipart and prometheus-client are imported when an app is built
+(``cdiqa[serve]``); importing this module needs numpy only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from cdiqa import _lazy
+from cdiqa.errors import CdiqaError, ConfigError, ImageError, ManifestError, describe
+from cdiqa.masking import MIN_SIZE
+
+log = logging.getLogger("cdiqa.server")
+
+#: image formats the server decodes (Pillow's names)
+FORMATS = ("PNG", "JPEG", "TIFF")
+_FIELDS = ("ref", "dist", "domain")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Options of the HTTP server.
+
+    Attributes:
+        host: interface to bind; loopback unless told otherwise.
+        port: TCP port; 0 picks a free one (printed at start).
+        domain: default domain of requests that name none; None: the bundle's default.
+        backend, device, threads: the runtime session (``Scorer.load``).
+        max_batch: most pairs per inference call (1 turns micro-batching off).
+        max_wait: seconds a micro-batch waits for more pairs once it has one.
+        max_queue: pairs that may wait per domain; more get 503 with Retry-After.
+        timeout: seconds from a request's arrival to its answer; later: 504.
+        max_body: largest request body in bytes (413 above).
+        max_pixels: largest image in pixels (413 above), checked before decoding.
+        max_pairs: most pairs in one batch request.
+        retry_after: seconds advised in Retry-After of 503 answers.
+        access_log: uvicorn's per-request log lines.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    domain: str | None = None
+    backend: str = "auto"
+    device: str | None = None
+    threads: int | None = None
+    max_batch: int = 8
+    max_wait: float = 0.005
+    max_queue: int = 64
+    timeout: float = 30.0
+    max_body: int = 32 << 20
+    max_pixels: int = 40_000_000
+    max_pairs: int = 32
+    retry_after: int = 1
+    access_log: bool = False
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` for options out of range."""
+        bad = {k: v for k, v in {"max_batch": self.max_batch, "max_queue": self.max_queue,
+                                 "max_body": self.max_body, "max_pixels": self.max_pixels,
+                                 "max_pairs": self.max_pairs}.items() if v < 1}
+        if self.timeout <= 0 or self.max_wait < 0 or not 0 <= self.port < 65536:
+            bad.update(timeout=self.timeout, max_wait=self.max_wait, port=self.port)
+        if bad:
+            raise ConfigError(describe("Options", "server", "serve", bad, "max_* >= 1, "
+                                       "timeout > 0, max_wait >= 0, 0 <= port < 65536",
+                                       "Fix the serve options"))
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": {"code", "message", "field"}}``."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.field, self.headers = field, headers or {}
+
+    def body(self) -> dict:
+        """The JSON body."""
+        error = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+# ---- the service: scorer, one stream per domain, readiness ----
+
+
+class Service:
+    """What the app's endpoints share: the scorer, streams per domain, metrics, readiness.
+
+    Args:
+        source: a loaded ``Scorer`` (kept open at shutdown), or a callable that loads one
+            (called at start-up in a thread; its scorer is closed at shutdown).
+        config: server options.
+    """
+
+    def __init__(self, source, config: ServeConfig) -> None:
+        from cdiqa.runtime.server_metrics import Metrics
+
+        self.config = config
+        self.metrics = Metrics()
+        self._source = source
+        self._owned = not hasattr(source, "score_pairs")
+        self.scorer = None if self._owned else source
+        self._streams: dict = {}
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+        self.failure: str | None = None
+        self.closing = False
+
+    def start(self) -> None:
+        """Load (if given a loader), then warm up: score one pair of the smallest size."""
+        try:
+            if self.scorer is None:
+                self.scorer = self._source()
+            self.default_domain = self.config.domain or self.scorer.domain
+            self.check_domain(self.default_domain, "domain")
+            size = self.scorer.manifest.preprocessing.min_size
+            zeros = np.zeros((size, size, 3), np.float32)
+            self.stream(self.default_domain).submit(zeros, zeros).result()
+        except Exception as exc:  # reported by /readyz; the process stays up for diagnosis
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.error("cdiqa server failed to start: %s", self.failure)
+            return
+        self.ready.set()
+        self.metrics.ready.set(1)
+
+    def check_domain(self, domain: str, field: str) -> None:
+        """Raise ``ApiError`` 400 unless the bundle has ``domain``."""
+        try:
+            self.scorer.manifest.domain_path(domain)
+        except ManifestError as exc:
+            raise ApiError(400, "unknown_domain", str(exc), field) from None
+
+    def stream(self, domain: str):
+        """The ``StreamScorer`` of ``domain`` (created on first use; the session is shared)."""
+        from cdiqa.runtime.server_metrics import ObservedScorer
+        from cdiqa.runtime.stream import StreamScorer
+
+        with self._lock:
+            if domain not in self._streams:
+                scorer = (self.scorer if domain == self.scorer.domain
+                          else self.scorer.with_domain(domain))
+                self._streams[domain] = StreamScorer(
+                    ObservedScorer(scorer, self.metrics), max_batch=self.config.max_batch,
+                    max_wait=self.config.max_wait, max_queue=self.config.max_queue)
+            return self._streams[domain]
+
+    def submit(self, domain: str, ref: np.ndarray, dist: np.ndarray, field: str = ""):
+        """Queue one decoded pair; a ``concurrent.futures.Future`` of its score."""
+        from cdiqa.runtime.stream import QueueFull, StreamClosed
+
+        try:
+            future = self.stream(domain).submit(ref, dist, block=False)
+        except QueueFull:
+            raise ApiError(503, "queue_full", describe(
+                "Queue", "server", domain, f"{self.config.max_queue} pairs waiting",
+                "a free slot", f"Retry after {self.config.retry_after} s or lower the load"),
+                headers={"Retry-After": str(self.config.retry_after)}) from None
+        except StreamClosed:
+            raise _shutting_down(self.config) from None
+        except ImageError as exc:
+            raise _image_error(exc, ref, dist, field) from None
+        self.metrics.queue_depth.inc()
+        future.add_done_callback(lambda _: self.metrics.queue_depth.dec())
+        return future
+
+    def close(self) -> None:
+        """Refuse new pairs, finish every accepted one, close an owned scorer."""
+        self.closing = True
+        self.ready.clear()
+        self.metrics.ready.set(0)
+        with self._lock:
+            streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            stream.close()
+        if self._owned and self.scorer is not None:
+            self.scorer.close()
+
+
+def _shutting_down(config: ServeConfig) -> ApiError:
+    return ApiError(503, "shutting_down", "Server for requests 'new': got one during shutdown, "
+                    "expected none. Retry on another instance.",
+                    headers={"Retry-After": str(config.retry_after)})
+
+
+def _image_error(exc: ImageError, ref: np.ndarray, dist: np.ndarray, field: str) -> ApiError:
+    """422 with a code that says which check failed (the runtime's message names the image)."""
+    suffix = field and f"[{field}]"
+    if ref.shape[:2] != dist.shape[:2]:
+        return ApiError(422, "size_mismatch", str(exc), f"dist{suffix}")
+    if min(ref.shape[:2]) < MIN_SIZE:
+        return ApiError(422, "image_too_small", str(exc), f"ref{suffix}")
+    return ApiError(422, "unprocessable_image", str(exc), None)
+
+
+# ---- request parsing ----
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (413) before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {size}", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size, limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", describe(
+        "Body size", "request", "body", f"{size} bytes", f"at most {limit} bytes",
+        "Send smaller images or raise the server's --max-body"))
+
+
+async def read_form(request, config: ServeConfig, max_files: int):
+    """The multipart form of ``request`` (415 for another content type, 400 if malformed)."""
+    from starlette.requests import Request
+
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type", describe(
+            "Content type", "request", "body", repr(ctype or "none"), "multipart/form-data",
+            "Send the images as form files 'ref' and 'dist' (curl -F ref=@a.png -F "
+            "dist=@b.png)"), "content-type")
+    body = await read_body(request, config.max_body)
+    replay = Request(request.scope, receive=_replay(body))
+    try:
+        return await replay.form(max_files=max_files, max_fields=len(_FIELDS) + max_files)
+    except Exception as exc:  # python-multipart / Starlette raise several types for bad bodies
+        detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or exc
+        raise ApiError(400, "invalid_body", describe(
+            "Multipart body", "request", "body", str(detail), "a valid multipart/form-data body",
+            "Send the images as form files 'ref' and 'dist'")) from None
+
+
+def _replay(body: bytes):
+    """An ASGI ``receive`` that hands over an already read body once."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def form_files(form, name: str, many: bool, max_pairs: int) -> list:
+    """The uploaded files of field ``name`` (400 if missing, not files, or too many)."""
+    items = form.getlist(name)
+    if not items:
+        raise ApiError(400, "missing_field", describe(
+            "Field", "form", name, "nothing", "an image file (PNG, JPEG or TIFF)",
+            "Send multipart/form-data with files 'ref' and 'dist'"), name)
+    for i, item in enumerate(items):
+        if not hasattr(item, "read"):
+            where = f"{name}[{i}]" if many else name
+            raise ApiError(400, "invalid_field", describe(
+                "Field", "form", where, "a text value", "a file part (with a filename)",
+                f"Attach the image as a file: -F {name}=@image.png"), where)
+    if not many and len(items) > 1:
+        raise ApiError(400, "invalid_field", describe(
+            "Field", "form", name, f"{len(items)} files", "one",
+            "Use /v1/score/batch for several pairs"), name)
+    if len(items) > max_pairs:
+        raise ApiError(400, "too_many_pairs", describe(
+            "Pairs", "form", name, len(items), f"at most {max_pairs}",
+            "Split the pairs over several requests"), name)
+    return items
+
+
+def form_domain(request, form, default: str) -> str:
+    """The domain named by the query or a form field (400 if they disagree)."""
+    unknown = sorted(set(form.keys()) - set(_FIELDS))
+    if unknown:
+        raise ApiError(400, "unknown_field", describe(
+            "Field", "form", unknown[0], "an unknown field", f"only {list(_FIELDS)}",
+            "Rename or drop the field"), unknown[0])
+    query, field = request.query_params.get("domain"), form.get("domain")
+    if query is not None and field is not None and query != field:
+        raise ApiError(400, "invalid_field", describe(
+            "Domain", "request", "domain", f"'{query}' (query) and '{field}' (form)",
+            "one domain", "Name the domain once"), "domain")
+    return query or field or default
+
+
+def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
+    """PNG/JPEG/TIFF bytes as an array of the file's own dtype (converted by the runtime).
+
+    The pixel count is checked from the header, before the pixels are decoded.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from cdiqa.images import _array_from_pil  # the one table of file conversions
+
+    expected = "a PNG, JPEG or TIFF file"
+    if not data:
+        raise ApiError(400, "invalid_image", describe("Image", "field", field, "0 bytes",
+                                                      expected, "Attach the file's content"),
+                       field)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format not in FORMATS:
+                raise ApiError(400, "invalid_image", describe(
+                    "Image format", "field", field, im.format, expected,
+                    "Convert the image to PNG"), field)
+            if im.width * im.height > max_pixels:
+                raise ApiError(413, "image_too_large", describe(
+                    "Image size", "field", field, f"{im.width}x{im.height}",
+                    f"at most {max_pixels} pixels", "Downscale or crop the images"), field)
+            im.load()
+            return _array_from_pil(ImageOps.exif_transpose(im))
+    except ApiError:
+        raise
+    except UnidentifiedImageError:
+        raise ApiError(400, "invalid_image", describe(
+            "Image", "field", field, f"{len(data)} bytes of no known image format", expected,
+            "Send the image file itself, not its path or a text encoding"), field) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ApiError(400, "invalid_image", describe(
+            "Image", "field", field, f"bytes that do not decode ({reason})", expected,
+            "Send a complete, uncorrupted image file"), field) from None
+
+
+# ---- endpoints ----
+
+
+def create_app(source, config: ServeConfig | None = None):
+    """The Starlette app serving ``source``.
+
+    Args:
+        source: a loaded ``cdiqa.runtime.Scorer`` (shared, left open at shutdown), a callable
+            returning one (loaded at start-up, closed at shutdown), or a bundle path.
+        config: server options (the host/port fields are used by ``serve`` only).
+    """
+    import os
+
+    config = config or ServeConfig()
+    config.check()
+    applications = _lazy.lazy_import("starlette.applications", purpose="The HTTP server")
+    from starlette.routing import Route
+
+    if isinstance(source, (str, os.PathLike)):
+        source = _loader(source, config)
+    service = Service(source, config)
+    h = _Handlers(service)
+    routes = [Route("/v1/score", h.wrap("score", h.score), methods=["POST"]),
+              Route("/v1/score/batch", h.wrap("score_batch", h.score_batch), methods=["POST"]),
+              Route("/healthz", h.wrap("healthz", h.healthz), methods=["GET"]),
+              Route("/readyz", h.wrap("readyz", h.readyz), methods=["GET"]),
+              Route("/metrics", h.wrap("metrics", h.metrics), methods=["GET"]),
+              Route("/openapi.json", h.wrap("openapi", h.openapi), methods=["GET"])]
+    app = applications.Starlette(routes=routes, lifespan=h.lifespan,
+                                 exception_handlers={404: h.not_found, 405: h.not_allowed})
+    app.state.service = service
+    return app
+
+
+def _loader(bundle, config: ServeConfig) -> Callable:
+    def load():
+        from cdiqa.runtime import Scorer, SessionOptions
+
+        return Scorer.load(bundle, config.backend, config.device, config.domain,
+                           options=SessionOptions(threads=config.threads),
+                           max_batch=config.max_batch)
+    return load
+
+
+class _Handlers:
+    """The endpoints of one app, over its ``Service``."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.config = service.config
+
+    def wrap(self, endpoint: str, handler):
+        """Answer ``ApiError`` as JSON, anything else as 500; count and time every request."""
+        async def run(request):
+            start = time.perf_counter()
+            request_id = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
+            try:
+                response = await handler(request, request_id)
+            except ApiError as exc:
+                response = self.error_response(exc)
+            except Exception:  # a bug: logged with its traceback, the server keeps serving
+                log.exception("cdiqa server: internal error on %s", endpoint)
+                response = self.error_response(ApiError(
+                    500, "internal", f"Request for endpoint '{endpoint}': got an internal "
+                    "error, expected a result. Report it with the server log."))
+            response.headers["X-Request-Id"] = request_id
+            self.service.metrics.observe_request(endpoint, response.status_code,
+                                                 time.perf_counter() - start)
+            return response
+
+        run.__name__ = endpoint
+        return run
+
+    def error_response(self, exc: ApiError):
+        from starlette.responses import JSONResponse
+
+        self.service.metrics.errors.labels(kind=exc.code).inc()
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    async def not_found(self, request, exc):
+        return self._unmatched(404, "not_found", f"Path for request '{request.url.path}': got "
+                               "no such route, expected one of the routes in /openapi.json. "
+                               "Check the URL.")
+
+    async def not_allowed(self, request, exc):
+        return self._unmatched(405, "method_not_allowed", describe(
+            "Method", "path", request.url.path, request.method, "the one in /openapi.json",
+            "Use POST for /v1/score*, GET for the others"))
+
+    def _unmatched(self, status: int, code: str, message: str):
+        response = self.error_response(ApiError(status, code, message))
+        self.service.metrics.observe_request("unmatched", status, 0.0)
+        return response
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        """Warm up in a thread (``/readyz`` answers 503 until done); drain at shutdown."""
+        loader = threading.Thread(target=self.service.start, name="cdiqa-warmup", daemon=True)
+        loader.start()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self.service.close)
+
+    def _ready_or_503(self) -> None:
+        if self.service.closing:
+            raise _shutting_down(self.config)
+        if not self.service.ready.is_set():
+            state = f"failed ({self.service.failure})" if self.service.failure else "loading"
+            raise ApiError(503, "not_ready", describe(
+                "State", "server", "model", state, "loaded and warm",
+                "Retry shortly" if not self.service.failure else "Fix the bundle and restart"),
+                headers={"Retry-After": str(self.config.retry_after)})
+
+    async def score(self, request, request_id: str):
+        from starlette.responses import JSONResponse
+
+        deadline = time.monotonic() + self.config.timeout
+        self._ready_or_503()
+        form = await read_form(request, self.config, max_files=4)  # 2 + slack: named errors
+        domain = form_domain(request, form, self.service.default_domain)
+        self.service.check_domain(domain, "domain")
+        ref, dist = (form_files(form, n, False, 1)[0] for n in ("ref", "dist"))
+        data = [(await ref.read(), await dist.read())]
+        scores = await self._scores(domain, data, deadline, many=False)
+        return JSONResponse({"score": scores[0], "domain": domain, "id": request_id})
+
+    async def score_batch(self, request, request_id: str):
+        from starlette.responses import JSONResponse
+
+        deadline = time.monotonic() + self.config.timeout
+        self._ready_or_503()
+        n = self.config.max_pairs
+        form = await read_form(request, self.config, max_files=2 * n + 2)
+        domain = form_domain(request, form, self.service.default_domain)
+        self.service.check_domain(domain, "domain")
+        refs, dists = (form_files(form, name, True, n) for name in ("ref", "dist"))
+        if len(refs) != len(dists):
+            raise ApiError(400, "count_mismatch", describe(
+                "Count", "form", "dist", len(dists), f"{len(refs)} like 'ref'",
+                "Send one distorted image per reference"), "dist")
+        data = [(await r.read(), await d.read()) for r, d in zip(refs, dists)]
+        scores = await self._scores(domain, data, deadline, many=True)
+        return JSONResponse({"scores": scores, "domain": domain, "id": request_id})
+
+    async def _scores(self, domain: str, data: list[tuple[bytes, bytes]], deadline: float,
+                      many: bool) -> list:
+        """Decode and submit every pair in one worker-thread call (Pillow and the image
+        checks stay off the event loop), then wait for all scores until ``deadline``."""
+        from starlette.concurrency import run_in_threadpool
+
+        futures = await run_in_threadpool(self._submit_all, domain, data, many)
+        waiting = [asyncio.wrap_future(f) for f in futures]
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*waiting),
+                                             max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise ApiError(504, "timeout", describe(
+                "Duration", "request", "score", f"over {self.config.timeout} s",
+                f"an answer within {self.config.timeout} s",
+                "Retry later, send fewer pairs, or raise the server's --timeout")) from None
+        except CdiqaError as exc:
+            raise ApiError(422, "unprocessable_image", str(exc)) from None
+        return [round(float(s), 7) for s in results]
+
+    def _submit_all(self, domain: str, data: list[tuple[bytes, bytes]], many: bool) -> list:
+        """Decode every pair first (a bad one fails the request before any is queued), then
+        queue them all or none."""
+        pairs = []
+        for i, (ref, dist) in enumerate(data):
+            suffix = f"[{i}]" if many else ""
+            pairs.append((decode_image(ref, f"ref{suffix}", self.config.max_pixels),
+                          decode_image(dist, f"dist{suffix}", self.config.max_pixels)))
+        futures = []
+        try:
+            for i, (ref, dist) in enumerate(pairs):
+                futures.append(self.service.submit(domain, ref, dist, str(i) if many else ""))
+        except ApiError:
+            for f in futures:
+                f.cancel()
+            raise
+        return futures
+
+    async def healthz(self, request, request_id: str):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request, request_id: str):
+        from starlette.responses import JSONResponse
+
+        self._ready_or_503()
+        scorer = self.service.scorer
+        return JSONResponse({"status": "ready", "model_id": scorer.manifest.model_id,
+                             "domains": sorted(scorer.manifest.domains),
+                             "default_domain": self.service.default_domain,
+                             "device": scorer.session.device})
+
+    async def metrics(self, request, request_id: str):
+        from starlette.responses import Response
+
+        body, ctype = self.service.metrics.render()
+        return Response(body, media_type=ctype)
+
+    async def openapi(self, request, request_id: str):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.spec())
+
+    def spec(self) -> dict:
+        """The OpenAPI document of this app."""
+        from cdiqa import __version__
+        from cdiqa.runtime.server_openapi import openapi
+
+        scorer = self.service.scorer
+        domains = sorted(scorer.manifest.domains) if scorer is not None else []
+        default = self.config.domain or (scorer.domain if scorer is not None else "")
+        return openapi(domains, default, version=__version__, max_body=self.config.max_body,
+                       max_pairs=self.config.max_pairs)
+
+
+# ---- running it ----
+
+
+def serve(bundle, config: ServeConfig | None = None, *, ready: Callable[[str], None] | None
+          = None) -> None:
+    """Load ``bundle`` and serve it until SIGINT/SIGTERM (blocking).
+
+    The bundle is loaded before the port opens, so a bad bundle fails at once. With port 0
+    a free port is picked; ``ready(url)`` (default: print) gets the bound address.
+    """
+    from cdiqa.runtime import Scorer, SessionOptions
+
+    config = config or ServeConfig()
+    config.check()
+    uvicorn = _lazy.lazy_import("uvicorn", purpose="The HTTP server")
+    scorer = Scorer.load(bundle, config.backend, config.device, config.domain,
+                         options=SessionOptions(threads=config.threads),
+                         max_batch=config.max_batch)
+    try:
+        app = create_app(scorer, config)
+        sock, url = _listen(config.host, config.port)
+        server = uvicorn.Server(uvicorn.Config(
+            app, log_level="info", access_log=config.access_log, lifespan="on",
+            timeout_graceful_shutdown=int(config.timeout) + 5))
+        (ready or (lambda u: print(f"cdiqa serving on {u}", flush=True)))(url)
+        with _quiet_signals():
+            server.run(sockets=[sock])
+    finally:
+        scorer.close()
+
+
+def _listen(host: str, port: int) -> tuple[socket.socket, str]:
+    """A listening socket (connections queue from now on) and its URL; port 0 picks one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(describe("Address", "server", f"{host}:{port}", exc.strerror or exc,
+                                   "a free address of this machine",
+                                   "Pick another --port (0: any free one) or --host")) from None
+    bound = sock.getsockname()[1]
+    return sock, (f"http://[{host}]:{bound}" if family == socket.AF_INET6
+                  else f"http://{host}:{bound}")
+
+
+@contextlib.contextmanager
+def _quiet_signals():
+    """Let a graceful shutdown end with exit status 0.
+
+    uvicorn handles SIGINT/SIGTERM itself (stop accepting, finish the requests in flight,
+    run the lifespan shutdown), then restores the previous handlers and raises the signal
+    again; with the default handlers that would kill the process after a clean shutdown.
+    """
+    import signal
+
+    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
