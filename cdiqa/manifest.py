@@ -8,6 +8,10 @@ A bundle is a directory::
       model.plugin.onnx      the same graph, each masking module one ``CdiqaMasking`` node
       model.pt               the torch checkpoint the graphs came from (for ``iqa-export check``)
       profiles/<domain>.json a quality head (``cdiqa.heads``) per imaging domain
+      domains/<domain>/      written by ``iqa-export calibrate`` (optional, see docs/calibration.md):
+        model.onnx           the domain-adapted graph (FP32), model.plugin.onnx its plugin form,
+        model.pt             its checkpoint, model.int8.onnx (Q/DQ), model.fp16.onnx
+      calibration/<domain>.cache  INT8 activation ranges (JSON) the Q/DQ model was built from
 
 Every file is listed with its sha256; ``load_manifest`` refuses a bundle with a missing or
 altered file, an unknown ``schema_version`` or a missing field, naming what is wrong.
@@ -52,6 +56,14 @@ FILE_NAMES = {FILE_ONNX: "model.onnx", FILE_ONNX_PLUGIN: "model.plugin.onnx",
               FILE_CHECKPOINT: "model.pt"}
 PROFILES_DIR = "profiles"
 DEFAULT_DOMAIN = "natural"
+DOMAINS_DIR = "domains"
+CALIBRATION_DIR = "calibration"
+#: precisions a graph of the bundle can be in (``Manifest.model_path``)
+PRECISIONS = ("fp32", "int8", "fp16")
+#: keys of ``DomainModels.files`` and the file names inside ``domains/<domain>/``
+DOMAIN_FILE_NAMES = {"fp32": "model.onnx", "fp32_plugin": "model.plugin.onnx",
+                     "checkpoint": "model.pt", "int8": "model.int8.onnx",
+                     "fp16": "model.fp16.onnx"}
 
 _FIX = "Re-export the bundle with `iqa-export export`"
 
@@ -134,6 +146,44 @@ class PluginSpec:
 
 
 @dataclass(frozen=True)
+class GateResult:
+    """Accuracy of a reduced-precision graph against the FP32 one on a domain's held-out pairs.
+
+    ``srcc_vs_fp32``: SRCC of its scores against the FP32 scores; ``mean_abs_diff``: mean
+    |score - FP32 score|; ``srcc_ladder``/``srcc_ladder_fp32``: SRCC of its / the FP32 scores
+    against the known severity order of the pairs. ``passed``: both drops (1 - srcc_vs_fp32 and
+    srcc_ladder_fp32 - srcc_ladder) are at most ``max_drop``; ``accepted``: passed, or the
+    user accepted the drop (``--accept-drop``).
+    """
+
+    precision: str
+    pairs: int
+    srcc_vs_fp32: float
+    mean_abs_diff: float
+    srcc_ladder: float
+    srcc_ladder_fp32: float
+    max_drop: float
+    passed: bool
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class DomainModels:
+    """The graphs ``iqa-export calibrate`` wrote for one domain (``domains/<domain>/``).
+
+    ``files`` keys: "fp32" (adapted graph; absent: the bundle's ``model.onnx`` serves the
+    domain), "fp32_plugin", "checkpoint", "int8", "fp16". ``calibration_method``: how the
+    INT8 ranges were chosen; ``gates``: precision -> its accuracy gate.
+    """
+
+    files: dict[str, FileEntry]
+    adapted: bool
+    calibration_method: str | None = None
+    gates: dict[str, GateResult] = field(default_factory=dict)
+    created: str = ""
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything a runtime needs to know about a bundle. ``root`` is where it was loaded from."""
 
@@ -155,6 +205,7 @@ class Manifest:
     plugin: PluginSpec
     versions: dict[str, str]
     calibration: dict[str, FileEntry] = field(default_factory=dict)
+    domain_models: dict[str, DomainModels] = field(default_factory=dict)
     root: Path | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -184,6 +235,31 @@ class Manifest:
                                          f"one of {sorted(self.domains)}", hint))
         return self._resolve(self.domains[domain])
 
+    def model_entry(self, domain: str | None = None, precision: str = "fp32") -> FileEntry:
+        """The portable graph that serves ``domain`` (None: the default) at ``precision``.
+
+        FP32: the domain's adapted graph if it has one, else the bundle's ``model.onnx``.
+        INT8/FP16: the domain's reduced-precision graph (``iqa-export calibrate`` writes them).
+        """
+        domain = domain or self.default_domain
+        if precision not in PRECISIONS:
+            raise ManifestError(describe("Precision", "bundle", self.root, repr(precision),
+                                         f"one of {PRECISIONS}", "Pick one of them"))
+        self.domain_path(domain)  # unknown domain: the usual message
+        files = self.domain_models[domain].files if domain in self.domain_models else {}
+        if precision in files:
+            return files[precision]
+        if precision == "fp32":
+            return self.files[FILE_ONNX]
+        have = sorted(["fp32"] + [p for p in PRECISIONS if p in files and p != "fp32"])
+        raise ManifestError(describe("Precision", "domain", domain, repr(precision),
+                                     f"one of {have}", f"Run `iqa-export calibrate "
+                                     f"{self.root} --domain {domain}` to build it"))
+
+    def model_path(self, domain: str | None = None, precision: str = "fp32") -> Path:
+        """Absolute path of ``model_entry(domain, precision)``."""
+        return self._resolve(self.model_entry(domain, precision))
+
     def _resolve(self, entry: FileEntry) -> Path:
         if self.root is None:
             raise ManifestError("Bundle root for manifest: got None, expected a directory. "
@@ -195,6 +271,8 @@ class Manifest:
         out = dict(self.files)
         out.update({f"profile:{d}": e for d, e in self.domains.items()})
         out.update({f"calibration:{d}": e for d, e in self.calibration.items()})
+        out.update({f"domain:{d}:{k}": e for d, m in self.domain_models.items()
+                    for k, e in m.files.items()})
         return out
 
     def to_dict(self) -> dict:
@@ -297,6 +375,10 @@ def manifest_from_dict(raw: Any, *, where: str = MANIFEST_FILE, root: Path | Non
     d["score"] = _sub(ScoreSpec, d["score"], "score", where)
     d["tiling"] = _sub(TilingSpec, d["tiling"], "tiling", where)
     d["plugin"] = _sub(PluginSpec, d["plugin"], "plugin", where)
+    if "domain_models" in d:
+        d["domain_models"] = {k: _domain_models(v, f"domain_models.{k}", where)
+                              for k, v in _typed(d["domain_models"], dict, "domain_models",
+                                                 where).items()}
     if d["default_domain"] not in d["domains"]:
         raise ManifestError(describe("default_domain", "manifest", where, d["default_domain"],
                                      f"one of {sorted(d['domains'])}", _FIX))
@@ -344,6 +426,15 @@ def _entry(raw: Any, what: str, where: str) -> FileEntry:
         raise ManifestError(describe("Path", "manifest", where, f"'{entry.path}' for '{what}'",
                                      "a relative path inside the bundle", _FIX))
     return entry
+
+
+def _domain_models(raw: Any, what: str, where: str) -> DomainModels:
+    d = _fields(DomainModels, raw, what, where)
+    d["files"] = {k: _entry(v, f"{what}.files.{k}", where)
+                  for k, v in _typed(d["files"], dict, f"{what}.files", where).items()}
+    d["gates"] = {k: _sub(GateResult, v, f"{what}.gates.{k}", where)
+                  for k, v in _typed(d.get("gates", {}), dict, f"{what}.gates", where).items()}
+    return DomainModels(**d)
 
 
 def _tensor(raw: Any, what: str, where: str) -> TensorSpec:

@@ -54,12 +54,16 @@ class Scorer:
                                        "Use a positive batch size"))
         if tile is not None:  # fail now, not on the first large image
             check_tiling(tile, self.halo, manifest.tiling.alignment)
+        #: "fp32", "int8" or "fp16": the precision of the session's graph
+        self.precision = getattr(session, "precision", "fp32")
+        #: opens a session for another domain's graph (set by ``load``; see ``with_domain``)
+        self._reopen = None
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, backend: str = "auto", device: str | None = None,
              domain: str | None = None, *, options: SessionOptions | None = None,
              max_batch: int = MAX_BATCH, tile: int | None = None, halo: int | None = None,
-             verify: bool = True) -> "Scorer":
+             verify: bool = True, precision: str = "fp32") -> "Scorer":
         """Open a bundle.
 
         Args:
@@ -73,15 +77,35 @@ class Scorer:
                 None: never tile.
             halo: context around each tile; None: the manifest's.
             verify: check every file's sha256 before use.
+            precision: "fp32", or "int8"/"fp16": the domain's reduced-precision graph
+                (written by ``iqa-export calibrate``).
         """
+        from dataclasses import replace
+
         manifest = load_manifest(bundle, verify=verify)
-        session = open_session(manifest, backend, device, options)
-        return cls(manifest, session, domain, max_batch=max_batch, tile=tile, halo=halo)
+        options = replace(options or SessionOptions(), precision=precision,
+                          domain=domain or manifest.default_domain)
+        session = _reopened(open_session(manifest, backend, device, options), precision)
+        scorer = cls(manifest, session, domain, max_batch=max_batch, tile=tile, halo=halo)
+        scorer._reopen = lambda d: _reopened(open_session(manifest, backend, device,
+                                                          replace(options, domain=d)), precision)
+        return scorer
 
     def with_domain(self, domain: str) -> "Scorer":
-        """A scorer for another domain of the same bundle, sharing this one's session."""
-        return Scorer(self.manifest, self.session, domain, max_batch=self.max_batch,
-                      tile=self.tile, halo=self.halo)
+        """A scorer for another domain of the same bundle, sharing this one's session, or
+        with a session of its own when the domain has its own graph (an adapted domain)."""
+        session = self.session
+        if (self.manifest.model_entry(domain, self.precision)
+                != self.manifest.model_entry(self.domain, self.precision)):
+            if self._reopen is None:
+                raise ConfigError(describe("Domain", "scorer", domain, "a domain with its own "
+                                           "graph", "a domain served by this session's graph",
+                                           "Open it with Scorer.load(bundle, domain=...)"))
+            session = self._reopen(domain)
+        scorer = Scorer(self.manifest, session, domain, max_batch=self.max_batch,
+                        tile=self.tile, halo=self.halo)
+        scorer._reopen = self._reopen
+        return scorer
 
     def score(self, ref, dist) -> float:
         """Quality of one pair, in [0, 1], higher is better (1.0 for identical images).
@@ -156,6 +180,11 @@ def open_session(manifest: Manifest, backend: str = "auto", device: str | None =
         except BackendUnavailable as exc:
             reasons.append(f"{name}: {exc}")
     raise BackendUnavailable("No backend could load the bundle: " + " | ".join(reasons))
+
+
+def _reopened(session: Session, precision: str) -> Session:
+    session.precision = precision
+    return session
 
 
 def load_profile(manifest: Manifest, domain: str):

@@ -31,10 +31,16 @@ class SessionOptions:
         threads: CPU threads for one inference (None: the backend's default, all cores).
         cache_dir: where a backend may keep what it derived from the graph (an optimized
             ONNX model, a TensorRT engine), keyed by the graph's sha256. None: no cache.
+        domain: the domain whose graph to open (an adapted domain has its own, see
+            ``Manifest.model_entry``); None: the manifest's default domain.
+        precision: "fp32", or "int8"/"fp16" for the domain's reduced-precision graph
+            written by ``iqa-export calibrate``.
     """
 
     threads: int | None = None
     cache_dir: str | os.PathLike | None = None
+    domain: str | None = None
+    precision: str = "fp32"
 
 
 @runtime_checkable

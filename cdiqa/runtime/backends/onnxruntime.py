@@ -1,5 +1,8 @@
 """ONNX Runtime backend: runs the bundle's portable ``model.onnx`` on CPU (or CUDA if present).
 
+The graph is the one ``Manifest.model_path(options.domain, options.precision)`` names: the
+bundle's ``model.onnx``, or a calibrated domain's adapted / INT8 (Q/DQ) / FP16 graph.
+
 Session settings and why:
 
 - graph optimization ``ORT_ENABLE_ALL``: constant folding, Conv+Relu / Conv+Add fusion and,
@@ -25,7 +28,7 @@ import numpy as np
 
 from cdiqa import _lazy
 from cdiqa.errors import BackendUnavailable, ConfigError, describe
-from cdiqa.manifest import FILE_ONNX, Manifest
+from cdiqa.manifest import Manifest
 from cdiqa.runtime.backends.base import Session, SessionOptions
 
 
@@ -47,7 +50,7 @@ class OnnxRuntimeSession(Session):
         super().__init__(manifest, device)
         ort = _lazy.onnxruntime()
         providers = _providers(ort, device)
-        model = manifest.path(FILE_ONNX)
+        model = manifest.model_path(options.domain, options.precision)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -61,7 +64,8 @@ class OnnxRuntimeSession(Session):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         publish = None
         if options.cache_dir is not None:
-            model, publish = _use_cache(ort, so, manifest, model, Path(options.cache_dir), device)
+            key = manifest.model_entry(options.domain, options.precision).sha256[:16]
+            model, publish = _use_cache(ort, so, key, model, Path(options.cache_dir), device)
         self._session = ort.InferenceSession(str(model), so, providers=providers)
         if publish is not None:
             os.replace(*publish)  # the optimized model ORT just wrote becomes the cache entry
@@ -90,14 +94,13 @@ def _providers(ort, device: str) -> list:
                                "'cpu', 'cuda' or 'cuda:N'", "Pick a device ONNX Runtime has"))
 
 
-def _use_cache(ort, so, manifest: Manifest, model: Path, cache_dir: Path, device: str
+def _use_cache(ort, so, key: str, model: Path, cache_dir: Path, device: str
                ) -> tuple[Path, tuple[Path, Path] | None]:
     """(model to load, (written temp file, cache entry) to publish after loading, or None).
 
     A cached optimized model is loaded with optimizations off; otherwise ORT is told to write
     the optimized graph to a temp file while it creates the session.
     """
-    key = manifest.files[FILE_ONNX].sha256[:16]
     target = cache_dir / f"{key}-ort{ort.__version__}-{device.replace(':', '')}.onnx"
     if target.is_file():
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
