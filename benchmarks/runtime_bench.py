@@ -40,17 +40,25 @@ def markdown(by_threads: dict[int, list[BenchReport]], command: str) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores; {m['versions']}; {first.date[:10]}.",
              f"Command: `{command}`; best of {len(runs)} runs per case.", "",
              "| threads | size | batch | torch pairs/s | ORT pairs/s | ORT / torch | torch p50 / p99 ms "
-             "| ORT p50 / p99 ms |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| ORT p50 / p99 ms | ORT conv GFLOP/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for threads, reports in by_threads.items():
         best = best_of(reports)
         for case in sorted({c for c, _ in best}, key=lambda c: (c.height * c.width, c.batch)):
             t, o = best[(case, "torch")], best[(case, "onnxruntime")]
             lines.append(f"| {threads} | {case.label} | {case.batch} | {t.pairs_per_s:.2f} | "
                          f"{o.pairs_per_s:.2f} | {o.pairs_per_s / t.pairs_per_s:.2f}x | "
-                         f"{t.p50_ms:.1f} / {t.p99_ms:.1f} | {o.p50_ms:.1f} / {o.p99_ms:.1f} |")
+                         f"{t.p50_ms:.1f} / {t.p99_ms:.1f} | {o.p50_ms:.1f} / {o.p99_ms:.1f} | "
+                         f"{first.gflops(o):.0f} |")
     peaks = {k: max(r.peak_rss_mb[k] for rs in by_threads.values() for r in rs)
              for k in first.peak_rss_mb}
     imports = min(r.import_ms for rs in by_threads.values() for r in rs)
+    lines += ["", "Work per pair (useful convolution FLOPs; weights; activations written + read): "
+              + "; ".join(f"{k} {c.gflop:.2f} GFLOP, {c.weights_mb:.1f} MiB, "
+                          f"{c.activations_mb:.0f} MiB" for k, c in first.costs.items()),
+              "sgemm (torch.mm 2048, the practical peak) GFLOP/s by threads: "
+              + ", ".join(f"{th}: {max(r.sgemm_gflops for r in rs):.0f}"
+                          for th, rs in by_threads.items())]
     lines += ["", f"Peak resident memory: ONNX Runtime process {peaks['onnxruntime']:.0f} MiB, "
               f"torch process {peaks['torch']:.0f} MiB. `import cdiqa.runtime`: "
               f"{imports:.0f} ms (best cold import)."]

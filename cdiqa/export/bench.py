@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cdiqa import _lazy
 from cdiqa.errors import CdiqaError
-from cdiqa.manifest import FILE_CHECKPOINT, load_manifest
+from cdiqa.manifest import FILE_CHECKPOINT, FILE_ONNX, load_manifest
 from cdiqa.runtime.bench import Case, Timing, peak_rss_mb, random_pairs, time_calls
 
 #: (height, width) of the issue's sizes: 256x256, 512x384, 1920x1080 (W x H)
@@ -57,6 +57,22 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class GraphCost:
+    """Work of one pair at one size, counted on the portable graph as exported.
+
+    Attributes:
+        gflop: useful convolution FLOPs (2 x multiply-adds, zero padding channels not counted;
+            the rest of the graph is < 1 % of the FLOPs).
+        weights_mb: all initializers.
+        activations_mb: every intermediate tensor written once and read once.
+    """
+
+    gflop: float
+    weights_mb: float
+    activations_mb: float
+
+
+@dataclass(frozen=True)
 class BenchReport:
     """Timings of both engines, the machine, and the runtime's footprint."""
 
@@ -66,6 +82,12 @@ class BenchReport:
     timings: tuple[Timing, ...]
     peak_rss_mb: dict[str, float]
     import_ms: float
+    costs: dict[str, GraphCost]
+    sgemm_gflops: float
+
+    def gflops(self, t: Timing) -> float:
+        """Convolution GFLOP/s that ``t`` achieved."""
+        return self.costs[t.case.label].gflop * t.pairs_per_s
 
     def ratio(self, t: Timing) -> float:
         """Throughput of ``t`` over PyTorch eager's for the same case."""
@@ -79,13 +101,16 @@ class BenchReport:
         m = self.machine
         table = Table(title=f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, "
                             f"{self.date}", caption=f"peak RSS MiB {self.peak_rss_mb}; "
-                            f"import cdiqa.runtime {self.import_ms:.0f} ms")
-        for col in ("size", "batch", "engine", "pairs/s", "p50 ms", "p99 ms", "vs torch"):
+                            f"import cdiqa.runtime {self.import_ms:.0f} ms; "
+                            f"sgemm {self.sgemm_gflops:.0f} GFLOP/s")
+        for col in ("size", "batch", "engine", "pairs/s", "p50 ms", "p99 ms", "vs torch",
+                    "conv GFLOP/s"):
             table.add_column(col, justify="right")
         for t in sorted(self.timings, key=lambda t: (t.case.height * t.case.width,
                                                      t.case.batch, t.engine != "torch")):
             table.add_row(t.case.label, str(t.case.batch), t.engine, f"{t.pairs_per_s:.2f}",
-                          f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", f"{self.ratio(t):.2f}x")
+                          f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", f"{self.ratio(t):.2f}x",
+                          f"{self.gflops(t):.0f}")
         return table
 
     def to_dict(self) -> dict:
@@ -110,11 +135,63 @@ def run_bench(bundle: str | os.PathLike | None = None, config: BenchConfig | Non
     manifest = load_manifest(bundle)
     runtime, runtime_rss = _time_runtime_in_child(str(bundle), config)
     torch_timings = _time_torch(manifest, config)
+    costs = {c.label: graph_cost(manifest.path(FILE_ONNX), c.height, c.width)
+             for c in config.cases()}
     return BenchReport(machine=machine(config.threads),
                        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        bundle=str(bundle), timings=tuple(torch_timings + runtime),
                        peak_rss_mb={"onnxruntime": runtime_rss, "torch": peak_rss_mb()},
-                       import_ms=runtime_import_ms())
+                       import_ms=runtime_import_ms(), costs=costs,
+                       sgemm_gflops=sgemm_gflops(config.threads))
+
+
+def graph_cost(path: str | os.PathLike, height: int, width: int) -> GraphCost:
+    """FLOPs and bytes of one pair of ``height`` x ``width`` through the ONNX graph."""
+    import numpy as np
+
+    onnx = _lazy.onnx()
+    proto = onnx.load(str(path))
+    sizes = {"batch": 1, "height": height, "width": width}
+    for value in proto.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in sizes:
+                dim.dim_value = sizes[dim.dim_param]
+    proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(proto.graph.value_info) + list(proto.graph.output)}
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    flop = 0.0
+    for node in proto.graph.node:
+        if node.op_type == "Conv":
+            out = shapes[node.output[0]]
+            w = inits.get(node.input[1])
+            if w is None:  # a computed weight (the masking's 1x1 mixing): all of it counts
+                cout, cin, *k = shapes[node.input[1]]
+            else:  # zero filters and zero input slices (cdiqa.export.fold's padding) do no work
+                cout = int(np.any(w != 0, axis=(1, 2, 3)).sum())
+                cin = int(np.any(w != 0, axis=(0, 2, 3)).sum())
+                k = w.shape[2:]
+            flop += 2.0 * cin * np.prod(k) * cout * np.prod(out[2:]) * out[0]
+    act = sum(np.prod(s) for s in shapes.values() if s and all(s))
+    weights = sum(w.size for w in inits.values())
+    return GraphCost(float(flop / 1e9), float(4 * weights / 2**20), float(2 * 4 * act / 2**20))
+
+
+def sgemm_gflops(threads: int | None, n: int = 2048) -> float:
+    """Best of 3 float32 n x n matrix products (torch.mm) in GFLOP/s: the practical peak."""
+    import time
+
+    torch = _lazy.torch()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
 
 
 def _time_torch(manifest, config: BenchConfig) -> list[Timing]:

@@ -28,6 +28,21 @@ def test_quick_bench_json(tiny_bundle: Path) -> None:
     assert rows[(1, "torch")]["ratio_vs_torch"] == 1.0
     assert report["machine"]["threads"] == 1 and report["machine"]["cores"] >= 1
     assert report["peak_rss_mb"]["onnxruntime"] > 0 and report["import_ms"] > 0
+    assert report["costs"]["128x96"]["gflop"] > 0 and report["sgemm_gflops"] > 0
+
+
+def test_graph_cost_counts_useful_convolution_work(tiny_bundle: Path) -> None:
+    from cdiqa.export.bench import graph_cost
+    from cdiqa.manifest import FILE_ONNX, load_manifest
+
+    cost = graph_cost(load_manifest(tiny_bundle).path(FILE_ONNX), 64, 64)
+    # by hand, per image: front 3->9 3x3 at 64x64, stem 9->8 3x3/2 at 32x32, 4 stages of
+    # (8->8 3x3/2 + 8->8 3x3) at 16, 8, 4 and 2 px square
+    per_image = 2 * (27 * 9 * 64 * 64 + 81 * 8 * 32 * 32 + 2 * 72 * 8 * (256 + 64 + 16 + 4))
+    # 1x1 8->8 convs at every scale: content heads (ref), degradation heads (ref and dist),
+    # the activity mixing (ref)
+    one_by_one = 2 * 8 * 8 * (256 + 64 + 16 + 4)
+    assert cost.gflop * 1e9 == pytest.approx(2 * per_image + 4 * one_by_one)
 
 
 def test_quick_bench_table(tiny_bundle: Path) -> None:
