@@ -55,9 +55,8 @@ PRECISION = {"float32": "fp32", "float16": "fp16"}
 #: Builds timed besides the default one (tuning data): name -> macros.
 VARIANT_BUILDS = {
     "MIN_BLOCKS=3": {"CDIQA_MASKING_MIN_BLOCKS": 3},
-    "MIN_BLOCKS=5": {"CDIQA_MASKING_MIN_BLOCKS": 5},
-    "HALO_UNROLL=1": {"CDIQA_MASKING_HALO_UNROLL": 1},
-    "HALO_UNROLL=2": {"CDIQA_MASKING_HALO_UNROLL": 2},
+    "MIN_BLOCKS=4": {"CDIQA_MASKING_MIN_BLOCKS": 4},
+    "MIN_BLOCKS=6": {"CDIQA_MASKING_MIN_BLOCKS": 6},
 }
 #: Other tiles-per-block splits timed with the default build, per (B, C, H, W).
 VARIANT_SPLITS = {(8, 128, 96, 128): (1, 3, 6), (1, 32, 480, 270): (1, 5, 15)}

@@ -56,7 +56,7 @@ def test_ptxas_report_per_arch_has_no_spills(nvcc_builds, arch):
         assert r.spill_stores == 0 and r.spill_loads == 0, (arch, name, r)
         assert r.stack_bytes == 0, (arch, name, r)
     for name in STATS_KERNELS:
-        # __launch_bounds__(256, 4): 64 registers per thread at most, static smem < 48 KiB
+        # __launch_bounds__(256, 5) (4 on sm_75): <= 64 registers, static smem < 48 KiB
         assert res[name].registers <= 64
         assert 0 < res[name].shared_bytes <= 48 * 1024
 

@@ -43,13 +43,6 @@ constexpr int kVsumPitch = kChunkW + 1;
 constexpr int kEPitch = kTileW + 1;
 // Radii with a fully unrolled, zero-padded single-chunk path (k = 1, 3, 5, 7).
 constexpr int kFastRadiusMax = 3;
-// Unroll of the fast path's halo-row loop: more rows in flight per thread against registers.
-// 3 is the value that keeps every listed architecture free of spills under the 64-register
-// cap; benchmarks/gpu_check.py times others with -DCDIQA_MASKING_HALO_UNROLL=n.
-#ifndef CDIQA_MASKING_HALO_UNROLL
-#define CDIQA_MASKING_HALO_UNROLL 3
-#endif
-constexpr int kHaloUnroll = CDIQA_MASKING_HALO_UNROLL;  // pragma arguments see no macros
 
 static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps, at most 1024 threads");
 static_assert(kTileH == 32, "the horizontal pass maps lane -> output row");
@@ -61,13 +54,23 @@ static_assert(kColumnSlots >= kChunkW, "one vertical pass covers every chunk col
 static_assert(kFastRadiusMax <= kChunkR, "the fast path fits one chunk");
 static_assert(kVsumPitch % 2 == 1 && kEPitch % 2 == 1, "odd pitches avoid bank conflicts");
 
-__device__ __forceinline__ float load_value(const float* __restrict__ p, long long i) {
+// Loads are split in two: load_raw issues the load, widen converts it. Loaders issue all
+// their load_raw first (at clamped, always valid addresses, so no branch guards them) and
+// only then widen and select: the loads of a thread are in flight together instead of one
+// memory latency each.
+__device__ __forceinline__ float load_raw(const float* __restrict__ p, long long i) {
   return __ldg(p + i);
 }
 
+__device__ __forceinline__ unsigned short load_raw(const unsigned short* __restrict__ p,
+                                                   long long i) {
+  return __ldg(p + i);
+}
+
+__device__ __forceinline__ float widen(float v) { return v; }
+
 // FP16 read as its 16 raw bits (no cuda_fp16.h needed, NVRTC-friendly), widened exactly.
-__device__ __forceinline__ float load_value(const unsigned short* __restrict__ p, long long i) {
-  const unsigned short bits = __ldg(p + i);
+__device__ __forceinline__ float widen(unsigned short bits) {
 #if defined(CDIQA_MASKING_CPU_EMULATION)
   return cdiqa_emulated_half_to_float(bits);  // host-thread emulation of the kernels in tests
 #else
@@ -75,6 +78,11 @@ __device__ __forceinline__ float load_value(const unsigned short* __restrict__ p
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(bits));
   return f;
 #endif
+}
+
+template <typename T>
+__device__ __forceinline__ float load_value(const T* __restrict__ p, long long i) {
+  return widen(load_raw(p, i));
 }
 
 __host__ __device__ __forceinline__ long long tiles_per_plane(int H, int W) {
@@ -93,22 +101,37 @@ __device__ __forceinline__ void box_sums_fast(const T* __restrict__ ap, int H, i
   constexpr int kSpan = kRowsPerItem + 2 * R;
   constexpr int kRowSpan = kColsPerThread + 2 * R;
   const int tid = threadIdx.x;
-  {  // warp w loads halo rows w, w+8, ...; lane l columns l and l+32 (kHaloW <= 64), so the
-     // column tests and the row pointer are computed once per row, not per element
+  {  // warp w loads halo rows w, w+8, ...; lane l columns l and l+32 (kHaloW <= 64). All
+     // loads first, at addresses clamped into the map; zero padding is applied on the store.
     static_assert(kHaloW <= 64, "two columns per lane");
+    constexpr int kIters = (kHaloH + kWarps - 1) / kWarps;
     const int lane = tid & 31;
+    const int warp = tid >> 5;
     const int xa = x0 - R + lane;
     const int xb = xa + 32;
     const bool has_b = lane + 32 < kHaloW;
     const bool in_a = xa >= 0 && xa < W;
-    const bool in_b = has_b && xb >= 0 && xb < W;
-#pragma unroll kHaloUnroll
-    for (int i = tid >> 5; i < kHaloH; i += kWarps) {
+    const bool in_b = has_b && xb < W;  // xb >= 32 - R > 0
+    const int xa_c = min(max(xa, 0), W - 1);
+    const int xb_c = min(xb, W - 1);
+    T ra[kIters];
+    T rb[kIters];
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int y = min(max(y0 - R + warp + it * kWarps, 0), H - 1);
+      const long long row = (long long)y * W;
+      ra[it] = load_raw(ap, row + xa_c);
+      rb[it] = load_raw(ap, row + xb_c);
+    }
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int i = warp + it * kWarps;
       const int y = y0 - R + i;
       const bool in_y = y >= 0 && y < H;
-      const long long row = (long long)y * W;
-      s_a[i * kHaloPitch + lane] = in_y && in_a ? load_value(ap, row + xa) : 0.f;
-      if (has_b) s_a[i * kHaloPitch + lane + 32] = in_y && in_b ? load_value(ap, row + xb) : 0.f;
+      if (i < kHaloH) {
+        s_a[i * kHaloPitch + lane] = in_y && in_a ? widen(ra[it]) : 0.f;
+        if (has_b) s_a[i * kHaloPitch + lane + 32] = in_y && in_b ? widen(rb[it]) : 0.f;
+      }
     }
   }
   __syncthreads();
@@ -253,7 +276,8 @@ __device__ __forceinline__ void masking_stats_impl(const T* __restrict__ e,
   const unsigned int planes = (unsigned int)B * (unsigned int)C;  // <= 65535^2 < 2^32
   const unsigned int plane = blockIdx.y + gridDim.y * blockIdx.z;
   const int ntiles = (int)tiles_per_plane(H, W);
-  const int segments = (int)segments_per_plane(H, W, tiles_per_block);
+  // 32-bit: a 64-bit division is a ~100-instruction call that every thread would run
+  const int segments = ntiles / tiles_per_block + (ntiles % tiles_per_block != 0 ? 1 : 0);
   const int segment = (int)blockIdx.x;
   if (plane >= planes || segment >= segments) return;  // the tail of the grid
   const int tid = threadIdx.x;
@@ -286,16 +310,22 @@ __device__ __forceinline__ void masking_stats_impl(const T* __restrict__ e,
       ++ty;
     }
     if (t != t_begin) __syncthreads();  // the previous tile's readers of shared memory are done
-    {  // e tile -> s_e: warp w rows w, w+8, ...; lane l column l (+32, ...)
-      const int y_step = kWarps;
+    {  // e tile -> s_e: warp w rows w, w+8, ...; lane l column l. Loads first (clamped
+       // addresses), then widen and select, as in box_sums_fast.
+      static_assert(kTileW == 32, "one column per lane");
+      constexpr int kIters = kTileH / kWarps;
+      const int x = x0 + lane;
+      const int x_c = min(x, W - 1);
+      T raw[kIters];
 #pragma unroll
-      for (int i = warp; i < kTileH; i += y_step) {
-        const int y = y0 + i;
+      for (int it = 0; it < kIters; ++it) {
+        const int y_c = min(y0 + warp + it * kWarps, H - 1);
+        raw[it] = load_raw(ep, (long long)y_c * W + x_c);
+      }
 #pragma unroll
-        for (int j = lane; j < kTileW; j += 32) {
-          const int x = x0 + j;
-          s_e[i * kEPitch + j] = y < H && x < W ? load_value(ep, (long long)y * W + x) : 0.f;
-        }
+      for (int it = 0; it < kIters; ++it) {
+        const int i = warp + it * kWarps;
+        s_e[i * kEPitch + lane] = y0 + i < H && x < W ? widen(raw[it]) : 0.f;
       }
     }
 
@@ -309,23 +339,23 @@ __device__ __forceinline__ void masking_stats_impl(const T* __restrict__ e,
     }
 
     // n = |e|^g / (s^g + box/count) = |e|^g * count / (s^g * count + box): one IEEE division.
-    // |e|^g = exp2(g * log2|e|): log2f is within 1 ulp of log2|e|, so the relative error of
-    // the power stays ~1e-6 even for |e| ~ 1e-4; |e| = 0 gives exp2(-inf) = 0 exactly.
+    // |e|^g = exp2(g * log2|e|) with the hardware log2 (MUFU.LG2: absolute error <= 2^-22 near
+    // 1, 2 ulp elsewhere; the accurate log2f is a 30-instruction polynomial, the largest cost
+    // of the kernel). The relative error of the power is ~1e-6 for |e| in [1e-4, 1e4];
+    // |e| = 0 gives exp2(-inf) = 0 exactly. Pixels outside the map are computed from clamped
+    // values and dropped by a select, so no branch splits the warp.
     const int y = y0 + ih;
-    if (y < H) {
-      const float cy = (float)(min(y + ry, H - 1) - max(y - ry, 0) + 1);
+    const bool in_y = y < H;
+    const float cy = (float)(min(y + ry, H - 1) - max(y - ry, 0) + 1);
 #pragma unroll
-      for (int q = 0; q < kColsPerThread; ++q) {
-        const int x = x0 + jh + q;
-        if (x < W) {
-          const float cnt = cy * (float)(min(x + rx, W - 1) - max(x - rx, 0) + 1);
-          const float ev = fabsf(s_e[ih * kEPitch + jh + q]);
-          const float p = exp2f(g * log2f(ev));
-          const float n = (p * cnt) / fmaf(sg, cnt, box[q]);
-          s1 += n;
-          s2 = fmaf(n, n, s2);
-        }
-      }
+    for (int q = 0; q < kColsPerThread; ++q) {
+      const int x = x0 + jh + q;
+      const float cnt = cy * (float)max(min(x + rx, W - 1) - max(x - rx, 0) + 1, 1);
+      const float ev = fabsf(s_e[ih * kEPitch + jh + q]);
+      const float p = exp2f(g * __log2f(ev));
+      const float n = in_y && x < W ? (p * cnt) / fmaf(sg, cnt, box[q]) : 0.f;
+      s1 += n;
+      s2 = fmaf(n, n, s2);
     }
   }
 
