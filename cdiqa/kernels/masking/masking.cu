@@ -85,6 +85,23 @@ __device__ __forceinline__ float load_value(const T* __restrict__ p, long long i
   return widen(load_raw(p, i));
 }
 
+// |x|^g = 2^(g * log2 |x|) with the hardware approximations, subnormals flushed (MUFU.LG2 /
+// MUFU.EX2 with no fix-up code around them): log2 has an absolute error <= 2^-22 near 1 and
+// 2 ulp elsewhere, exp2 2 ulp, so the power is within ~1e-6 (relative) for |x| in
+// [1e-4, 1e4]. x = 0 (or subnormal) gives 2^-inf = 0 exactly, as the reference requires.
+// The accurate log2f is a 30-instruction polynomial, once the largest cost of the kernel.
+__device__ __forceinline__ float pow_abs(float x, float g) {
+#if defined(CDIQA_MASKING_CPU_EMULATION)
+  return exp2f(g * log2f(fabsf(x)));
+#else
+  float l;
+  float r;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(l) : "f"(fabsf(x)));
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(g * l));
+  return r;
+#endif
+}
+
 __host__ __device__ __forceinline__ long long tiles_per_plane(int H, int W) {
   return (long long)((H + kTileH - 1) / kTileH) * ((W + kTileW - 1) / kTileW);
 }
@@ -338,12 +355,10 @@ __device__ __forceinline__ void masking_stats_impl(const T* __restrict__ e,
       default: box_sums_chunked<T>(ap, H, W, y0, x0, ry, rx, s_a, s_v, box); break;
     }
 
-    // n = |e|^g / (s^g + box/count) = |e|^g * count / (s^g * count + box): one IEEE division.
-    // |e|^g = exp2(g * log2|e|) with the hardware log2 (MUFU.LG2: absolute error <= 2^-22 near
-    // 1, 2 ulp elsewhere; the accurate log2f is a 30-instruction polynomial, the largest cost
-    // of the kernel). The relative error of the power is ~1e-6 for |e| in [1e-4, 1e4];
-    // |e| = 0 gives exp2(-inf) = 0 exactly. Pixels outside the map are computed from clamped
-    // values and dropped by a select, so no branch splits the warp.
+    // n = |e|^g / (s^g + box/count) = |e|^g * count / (s^g * count + box), with the fast
+    // division (2 ulp; denominators above 2^126 would give 0, far outside any real input).
+    // Pixels outside the map are computed from clamped values and dropped by a select, so
+    // no branch splits the warp.
     const int y = y0 + ih;
     const bool in_y = y < H;
     const float cy = (float)(min(y + ry, H - 1) - max(y - ry, 0) + 1);
@@ -351,9 +366,8 @@ __device__ __forceinline__ void masking_stats_impl(const T* __restrict__ e,
     for (int q = 0; q < kColsPerThread; ++q) {
       const int x = x0 + jh + q;
       const float cnt = cy * (float)max(min(x + rx, W - 1) - max(x - rx, 0) + 1, 1);
-      const float ev = fabsf(s_e[ih * kEPitch + jh + q]);
-      const float p = exp2f(g * __log2f(ev));
-      const float n = in_y && x < W ? (p * cnt) / fmaf(sg, cnt, box[q]) : 0.f;
+      const float p = pow_abs(s_e[ih * kEPitch + jh + q], g);
+      const float n = in_y && x < W ? __fdividef(p * cnt, fmaf(sg, cnt, box[q])) : 0.f;
       s1 += n;
       s2 = fmaf(n, n, s2);
     }
