@@ -138,6 +138,7 @@ class Service:
         self.scorer = None if self._owned else source
         self._streams: dict = {}
         self._lock = threading.Lock()
+        self.default_domain = config.domain  # resolved in start() when None
         self.ready = threading.Event()
         self.failure: str | None = None
         self.closing = False
@@ -417,6 +418,8 @@ class _Handlers:
 
     def wrap(self, endpoint: str, handler):
         """Answer ``ApiError`` as JSON, anything else as 500; count and time every request."""
+        from starlette.requests import ClientDisconnect
+
         async def run(request):
             start = time.perf_counter()
             request_id = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
@@ -424,6 +427,10 @@ class _Handlers:
                 response = await handler(request, request_id)
             except ApiError as exc:
                 response = self.error_response(exc)
+            except ClientDisconnect:  # nobody reads the answer; counted, not logged as a bug
+                response = self.error_response(ApiError(
+                    400, "invalid_body", "Body for request 'body': got a disconnect before its "
+                    "end, expected the whole body. Keep the connection open until answered."))
             except Exception:  # a bug: logged with its traceback, the server keeps serving
                 log.exception("cdiqa server: internal error on %s", endpoint)
                 response = self.error_response(ApiError(
