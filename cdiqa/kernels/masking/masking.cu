@@ -8,8 +8,12 @@
 // (cdiqa/kernels/masking/README.md); the comments here only say why.
 //
 // Entry points (extern "C", stable names; see spec.yaml):
-//   masking_stats_f32 / masking_stats_f16   pass 1: one block per 32 x 32 tile of a plane
-//   masking_reduce                          pass 2: one warp per plane, sums the tile partials
+//   masking_stats_f32 / masking_stats_f16   pass 1: a block walks tiles_per_block 32 x 32
+//                                           tiles of one (b, c) plane and writes one pair
+//                                           of sums (the stats themselves when it covers
+//                                           the whole plane)
+//   masking_reduce                          pass 2, only when a plane has several blocks:
+//                                           one warp per plane sums their pairs
 // and, for nvcc builds only, the host launcher cdiqa_masking_forward (masking.cuh).
 //
 // This file compiles with nvcc and with NVRTC (no system headers in device code; FP16 is
