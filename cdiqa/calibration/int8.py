@@ -1,0 +1,129 @@
+"""INT8 graphs in explicit-quantization (Q/DQ) form, from a calibration cache.
+
+::
+
+    ref/dist ─► front end (fp32) ─► Q/DQ ─► [stem + stage Conv, int8 weights per channel,
+                int8 symmetric activations] ─► heads c, d (fp32) ─► masking, Σ (fp32)
+
+What is quantized, and why only that:
+
+- the encoder's Conv nodes after the fixed front end: nearly all the multiply-adds;
+  weights symmetric int8 per output channel, activations symmetric int8 (zero point 0),
+  the form TensorRT 10/11 accept for explicit quantization;
+- kept in FP32 (``nodes_to_exclude``): the front end (its input is the image; 127 levels of
+  symmetric int8 over [0, 1] are coarser than the 8-bit image itself), the content and
+  degradation heads and the activity mixing (e = d(D) - d(R) is a small difference of
+  large codes), and every op of the masking subgraph (Sub, Abs, Pow, AveragePool, Div, Mul,
+  ReduceSum and the final reductions are not in ``op_types_to_quantize`` at all).
+
+``qdq_from_cache`` needs no image: the ranges come from the cache (``calibration/<domain>.cache``
+in the bundle), so a rebuild (another ONNX Runtime, a changed exclusion list) is offline.
+NVIDIA ModelOpt's ONNX quantizer is the alternative (``quantizer="modelopt"``); it calibrates
+itself from the images, so it has no cache-only rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from cdiqa import _lazy
+from cdiqa.calibration.methods import CalibrationCache
+from cdiqa.errors import BackendUnavailable, CalibrationError, describe
+
+QUANTIZERS = ("onnxruntime", "modelopt")
+
+
+def quantized_nodes(proto) -> list[str]:
+    """The Conv nodes that run in INT8: the encoder's, except the fixed front end (the one
+    Conv fed by a graph input)."""
+    inputs = {i.name for i in proto.graph.input}
+    return [n.name for n in proto.graph.node
+            if n.op_type == "Conv" and len(n.input) > 1 and "encoder" in n.input[1]
+            and n.input[0] not in inputs]
+
+
+def excluded_nodes(proto) -> list[str]:
+    """Every node that stays in higher precision (all but ``quantized_nodes``)."""
+    keep = set(quantized_nodes(proto))
+    return [n.name for n in proto.graph.node if n.name not in keep]
+
+
+def qdq_from_cache(graph: str | os.PathLike, cache: CalibrationCache, out: str | os.PathLike
+                   ) -> Path:
+    """Write the Q/DQ INT8 version of the FP32 ``graph`` to ``out`` from ``cache``'s ranges.
+
+    Raises:
+        CalibrationError: the cache was collected on another graph (sha256 mismatch) or lacks
+            the range of a tensor to quantize.
+    """
+    from cdiqa.manifest import sha256_file
+
+    onnx = _lazy.onnx()
+    q = _lazy.lazy_import("onnxruntime.quantization", purpose="INT8 models")
+    sha = sha256_file(graph)
+    if sha != cache.graph_sha256:
+        raise CalibrationError(describe("Graph", "calibration cache", cache.domain,
+                                        f"ranges of graph {cache.graph_sha256[:12]}…",
+                                        f"ranges of {Path(graph).name} ({sha[:12]}…)",
+                                        "Recalibrate the domain with its images"))
+    proto = onnx.load(str(graph))
+    nodes = quantized_nodes(proto)
+    needed = {t for n in proto.graph.node if n.name in nodes for t in (n.input[0], n.output[0])}
+    missing = sorted(needed - set(cache.ranges))
+    if missing:
+        raise CalibrationError(describe("Ranges", "calibration cache", cache.domain,
+                                        f"none for {missing[:3]}", "every quantized tensor",
+                                        "Recalibrate the domain with its images"))
+    with tempfile.TemporaryDirectory(prefix="cdiqa-qdq-") as tmp:
+        ort_cache = Path(tmp) / "ranges.json"
+        q.calibrate.save_tensors_data(cache.tensors_data(), ort_cache)
+        q.quantize_static(
+            str(graph), str(out), calibration_data_reader=None,
+            calibration_cache_path=str(ort_cache), quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"], nodes_to_quantize=nodes, per_channel=True,
+            activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+            calibrate_method=q.CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    _tidy(Path(out))
+    return Path(out)
+
+
+def _tidy(path: Path) -> None:
+    """Name the graph and check it (the quantizer leaves the producer empty)."""
+    onnx = _lazy.onnx()
+    proto = onnx.load(str(path))
+    proto.doc_string = "cdiqa masking statistics, INT8 Q/DQ (explicit quantization)"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def qdq_with_modelopt(graph: str | os.PathLike, reader: Iterable[Mapping[str, np.ndarray]],
+                      method: str, out: str | os.PathLike) -> Path:
+    """INT8 Q/DQ with NVIDIA ModelOpt's ONNX quantizer (``modelopt.onnx.quantization``).
+
+    Raises:
+        BackendUnavailable: ModelOpt is not installed (``pip install nvidia-modelopt[onnx]``).
+    """
+    try:
+        mq = __import__("modelopt.onnx.quantization", fromlist=["quantize"])
+    except ImportError:
+        raise BackendUnavailable("INT8 quantizer 'modelopt' needs NVIDIA ModelOpt "
+                                 "('modelopt.onnx.quantization' is not installed); install "
+                                 "'nvidia-modelopt[onnx]' or use --quantizer onnxruntime.") \
+            from None
+    onnx = _lazy.onnx()
+    feeds = list(reader)
+    if not feeds:
+        raise CalibrationError("Feeds for quantizer 'modelopt': got 0, expected at least one. "
+                               "Give the domain some images.")
+    data = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+    proto = onnx.load(str(graph))
+    mq.quantize(str(graph), quantize_mode="int8", calibration_data=data,
+                calibration_method={"minmax": "max"}.get(method, method),
+                nodes_to_exclude=excluded_nodes(proto), output_path=str(out))
+    return Path(out)
