@@ -29,6 +29,10 @@ class BackendUnavailable(CdiqaError):
     """An optional dependency (onnxruntime, tensorrt, cuda-python, a GPU) is not present."""
 
 
+class KernelError(CdiqaError):
+    """A CUDA driver call, kernel build or launch that failed."""
+
+
 class CalibrationError(CdiqaError):
     """A domain calibration that cannot run or did not pass its accuracy gate."""
 

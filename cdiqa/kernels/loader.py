@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 import numpy as np
 
 from cdiqa import _lazy
-from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError, ShapeError, describe
+from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError, KernelError, ShapeError, describe
 
 #: Threads per block of both kernels (CDIQA_MASKING_THREADS); the kernels need exactly this.
 THREADS = 256
@@ -156,7 +156,7 @@ def _check(cu, result, call: str, hint: str = "") -> Any:
     err, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
     if int(err) != 0:
         msg = f"CUDA call {call} failed: {_error_name(cu, err)} ({int(err)})."
-        raise CdiqaError(f"{msg} {hint}".strip())
+        raise KernelError(f"{msg} {hint}".strip())
     if not values:
         return None
     return values[0] if len(values) == 1 else values
