@@ -206,6 +206,9 @@ class Manifest:
     versions: dict[str, str]
     calibration: dict[str, FileEntry] = field(default_factory=dict)
     domain_models: dict[str, DomainModels] = field(default_factory=dict)
+    #: TensorRT engines written by ``iqa-export build``, keyed "<domain>/<precision>/<sm_XY>"
+    #: (``cdiqa.runtime.backends.tensorrt.engine_key``); each file starts with its header
+    engines: dict[str, FileEntry] = field(default_factory=dict)
     root: Path | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -271,6 +274,7 @@ class Manifest:
         out = dict(self.files)
         out.update({f"profile:{d}": e for d, e in self.domains.items()})
         out.update({f"calibration:{d}": e for d, e in self.calibration.items()})
+        out.update({f"engine:{k}": e for k, e in self.engines.items()})
         out.update({f"domain:{d}:{k}": e for d, m in self.domain_models.items()
                     for k, e in m.files.items()})
         return out
@@ -364,7 +368,7 @@ def manifest_from_dict(raw: Any, *, where: str = MANIFEST_FILE, root: Path | Non
     d = _fields(Manifest, raw, "manifest", where)
     d["model_config"] = _typed(d["model_config"], dict, "model_config", where)
     d["versions"] = _typed(d["versions"], dict, "versions", where)
-    for key in ("files", "domains", "calibration"):
+    for key in ("files", "domains", "calibration", "engines"):
         if key in d:
             d[key] = {k: _entry(v, f"{key}.{k}", where)
                       for k, v in _typed(d[key], dict, key, where).items()}
