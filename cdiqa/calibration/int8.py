@@ -89,17 +89,63 @@ def qdq_from_cache(graph: str | os.PathLike, cache: CalibrationCache, out: str |
             activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
             calibrate_method=q.CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-    _tidy(Path(out))
+    # the encoder's Relu nodes sit inside the INT8 chain (DQ -> Conv -> Q -> DQ -> Relu -> Q):
+    # only the FP32 heads are rewired to the original tensors
+    _tidy(Path(out), set(nodes) | {n.name for n in proto.graph.node if n.op_type == "Relu"})
     return Path(out)
 
 
-def _tidy(path: Path) -> None:
-    """Name the graph and check it (the quantizer leaves the producer empty)."""
+def float_consumers(proto, quantized: set[str]) -> int:
+    """Let the FP32 nodes read a quantized tensor's FP32 original, not its Q/DQ copy.
+
+    The quantizer gives every consumer of a quantized activation the DequantizeLinear
+    output. A stage's output feeds both the next stage (INT8) and the FP32 heads, so that DQ
+    has two consumers, and ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv only when the
+    DQ feeds the Conv alone: 6 of the 18 encoder convolutions stayed FP32 with dequantized
+    weights (INT8 no faster than FP32 at 512x384). Rewired, all 18 fuse, and the heads also
+    stop seeing quantization error they never needed. Returns the number of inputs rewired.
+    """
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    count = 0
+    for node in proto.graph.node:
+        if node.name in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                count += 1
+    return count
+
+
+def _tidy(path: Path, quantized: set[str]) -> None:
+    """Rewire FP32 consumers, drop dead Q/DQ nodes, name the graph and check it."""
     onnx = _lazy.onnx()
     proto = onnx.load(str(path))
+    float_consumers(proto, quantized)
+    _prune(proto)
     proto.doc_string = "cdiqa masking statistics, INT8 Q/DQ (explicit quantization)"
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
+
+
+def _prune(proto) -> None:
+    """Remove nodes whose outputs nothing reads (Q/DQ pairs left without a consumer)."""
+    graph = proto.graph
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 def qdq_with_modelopt(graph: str | os.PathLike, reader: Iterable[Mapping[str, np.ndarray]],
