@@ -254,6 +254,46 @@ def stage_progress() -> Iterator:
         yield advance
 
 
+@app.command("build")
+def build_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or int8."),
+    domain: Optional[str] = typer.Option(None, help="Domain whose graph; default: the bundle's."),
+    min_shape: Optional[str] = typer.Option(None, help="Smallest BxHxW (default 1x64x64)."),
+    opt_shape: Optional[str] = typer.Option(None, help="Tuned-for BxHxW (default 1x384x512)."),
+    max_shape: Optional[str] = typer.Option(None, help="Largest BxHxW (default 8x1088x1920)."),
+    profile: Optional[str] = typer.Option(None, help="MIN:OPT:MAX instead of the three shapes."),
+    version_compatible: bool = typer.Option(False, "--version-compatible",
+                                            help="Runs on later TensorRT of the same major."),
+    hardware_compatible: bool = typer.Option(False, "--hardware-compatible",
+                                             help="Runs on any GPU >= sm_80 (Ampere+)."),
+    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file (read, updated)."),
+    plugin_library: Optional[Path] = typer.Option(None, help="C++ plugin .so instead of QDP."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Build a TensorRT engine for this GPU into the bundle (needs TensorRT and a GPU)."""
+    from cdiqa.export.engine import BuildConfig, engine_from_bundle, profile_from_options
+
+    config = BuildConfig(precision=precision, domain=domain,
+                         profile=profile_from_options(profile, min_shape, opt_shape, max_shape),
+                         version_compatible=version_compatible,
+                         hardware_compatible=hardware_compatible,
+                         timing_cache=str(timing_cache) if timing_cache else None,
+                         plugin_library=str(plugin_library) if plugin_library else None)
+    result = engine_from_bundle(bundle, config)
+    echo_json(result.to_dict()) if json_out else typer.echo(
+        f"wrote {result.path} ({'cached' if result.cached else f'{result.seconds:.0f} s'})")
+
+
+@app.command("doctor")
+def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Report GPU, driver, CUDA, TensorRT, cuda-python and ONNX Runtime (each found or why not)."""
+    from cdiqa.runtime.doctor import diagnose, report_dict, report_table
+
+    findings = diagnose()
+    echo_json(report_dict(findings)) if json_out else typer.echo(report_table(findings))
+
+
 def main() -> None:
     """Console entry point: user errors exit 1 with one line, bugs exit 2."""
     try:

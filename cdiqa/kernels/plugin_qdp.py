@@ -184,7 +184,7 @@ def register() -> dict:
         return definition
     from cdiqa.runtime.backends.tensorrt import require_tensorrt
 
-    trt = require_tensorrt("The masking plugin (QDP)")
+    trt = require_tensorrt("the masking QDP plugin")
     if not hasattr(trt, "plugin") and not _has_module("tensorrt.plugin"):
         raise BackendUnavailable(f"The masking QDP plugin needs tensorrt >= 10.8 (tensorrt.plugin)"
                                  f"; found {trt.__version__}. Upgrade 'tensorrt' or build the "

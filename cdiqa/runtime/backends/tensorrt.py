@@ -170,7 +170,7 @@ def plugin_hash(plugin: PluginSpec) -> str:
 # ----------------------------------------------------------------------------- libraries
 
 
-def require_tensorrt(purpose: str = "The TensorRT backend"):
+def require_tensorrt(purpose: str = "the TensorRT backend"):
     """The tensorrt module, or ``BackendUnavailable`` with one line saying what to install."""
     try:
         return _lazy.lazy_import("tensorrt", purpose=purpose)
@@ -290,7 +290,7 @@ class TensorRTSession(Session):
                  cuda_graph: bool = False) -> None:
         index = _device_index(device)
         super().__init__(manifest, f"cuda:{index}")
-        trt = require_tensorrt("The TensorRT backend")
+        trt = require_tensorrt("the TensorRT backend")
         gpu = gpu_info(index)
         domain = options.domain or manifest.default_domain
         path = find_engine(manifest, domain, options.precision, gpu.arch)
