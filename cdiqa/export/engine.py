@@ -312,6 +312,10 @@ def _set_flags(trt, builder_config, graph: GraphChoice, config: BuildConfig) -> 
     flag = trt.BuilderFlag
     if config.precision == "fp16" and not graph.strongly_typed:
         builder_config.set_flag(flag.FP16)  # TensorRT 10 only (select_graph checked)
+    if config.precision == "fp32" and hasattr(flag, "TF32"):
+        # TF32 convolutions (on by default) keep 10 mantissa bits; e = d(D) - d(R) is a
+        # small difference of two codes, where that rounding would dominate
+        builder_config.clear_flag(flag.TF32)
     if config.version_compatible:
         builder_config.set_flag(flag.VERSION_COMPATIBLE)
         if config.plugin_library:  # a version-compatible plan carries its plugin library

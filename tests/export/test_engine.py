@@ -1,0 +1,151 @@
+"""``iqa-export build``: cache key, profiles, graph choice, bundle record, and refusal without
+TensorRT. Building a real engine needs TensorRT and a GPU (marked ``trt``/``gpu``, skipped
+here with the reason; never replaced by a fake of TensorRT)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cdiqa import _lazy
+from cdiqa.errors import BackendUnavailable, ConfigError, ManifestError
+from cdiqa.export.engine import (BuildConfig, ShapeProfile, _write_into_bundle,
+                                 engine_from_bundle, parse_profile, profile_from_options,
+                                 select_graph)
+from cdiqa.export.engine_cache import cache_lookup, cache_store, engine_cache_key
+from cdiqa.manifest import DomainModels, FileEntry, load_manifest
+from cdiqa.runtime.backends.tensorrt import (EngineHeader, engine_key, find_engine, pack_engine,
+                                             read_engine_header)
+
+KEY_INPUTS = dict(onnx_sha256="a" * 64, plugin_hash="b" * 64, trt_version="10.8.0.43",
+                  gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", precision="fp16",
+                  profile=ShapeProfile().tensors(), version_compatible=False,
+                  hardware_compatible=False)
+CHANGES = {"onnx_sha256": "c" * 64, "plugin_hash": "d" * 64, "trt_version": "11.4.0.106",
+           "gpu_name": "NVIDIA H200", "compute_capability": "8.7", "precision": "int8",
+           "profile": ShapeProfile(max=(4, 512, 512)).tensors(), "version_compatible": True,
+           "hardware_compatible": True}
+NO_TRT = "TensorRT is not installed: building a TensorRT engine needs the 'tensorrt' Python " \
+         "package"
+
+
+def test_cache_key_is_stable() -> None:
+    assert engine_cache_key(**KEY_INPUTS) == engine_cache_key(**dict(KEY_INPUTS))
+    assert len(engine_cache_key(**KEY_INPUTS)) == 64
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_cache_key_changes_with_every_input(name: str) -> None:
+    assert set(CHANGES) == set(KEY_INPUTS)  # every input of the key is exercised
+    assert engine_cache_key(**{**KEY_INPUTS, name: CHANGES[name]}) != \
+        engine_cache_key(**KEY_INPUTS)
+
+
+def test_cache_store_and_lookup(tmp_path: Path) -> None:
+    assert cache_lookup(tmp_path, "k") is None
+    cache_store(tmp_path / "c", "k", b"engine")
+    assert cache_lookup(tmp_path / "c", "k") == b"engine"
+
+
+def test_profiles_parse_and_check() -> None:
+    p = parse_profile("1x64x64:4x384x512:8x1088x1920")
+    assert p.tensors()["ref"] == [[1, 3, 64, 64], [4, 3, 384, 512], [8, 3, 1088, 1920]]
+    assert p.tensors()["roi"] == [[1, 4], [4, 4], [8, 4]]
+    assert profile_from_options(None, "1x96x128", None, None).min == (1, 96, 128)
+    with pytest.raises(ConfigError, match=r"Shape for profile 'min': got 1x32x64, expected "
+                                          r"batch >= 1 and height, width >= 64"):
+        profile_from_options(None, "1x32x64")
+    with pytest.raises(ConfigError, match=r"Order for profile 'min/opt/max'"):
+        parse_profile("1x64x64:9x64x64:8x64x64")
+    with pytest.raises(ConfigError, match=r"Options for command 'build'"):
+        profile_from_options("1x64x64:1x64x64:1x64x64", "1x64x64")
+    with pytest.raises(ConfigError, match=r"Shape for option '--max-shape': got '8x1088'"):
+        profile_from_options(None, None, None, "8x1088")
+    with pytest.raises(ConfigError, match=r"Precision for option '--precision': got 'bf16'"):
+        BuildConfig(precision="bf16").check()  # type: ignore[arg-type]
+
+
+def test_graph_choice(tiny_bundle: Path) -> None:
+    m = load_manifest(tiny_bundle)
+    fp32 = select_graph(m, None, "fp32", trt_has_fp16_flag=False)
+    assert fp32.path.name == "model.plugin.onnx" and fp32.strongly_typed and fp32.uses_plugin
+    # TensorRT 10 without a calibrated FP16 graph: the plugin graph, FP16 as a builder flag
+    weak = select_graph(m, None, "fp16", trt_has_fp16_flag=True)
+    assert weak.path.name == "model.plugin.onnx" and not weak.strongly_typed
+    with pytest.raises(ManifestError, match=r"'fp16' without an FP16 graph.*Run `iqa-export "
+                                            r"calibrate .* --domain natural` first"):
+        select_graph(m, None, "fp16", trt_has_fp16_flag=False)  # TensorRT 11
+    with pytest.raises(ManifestError, match=r"Precision for domain 'natural': got 'int8'.*"
+                                            r"iqa-export calibrate"):
+        select_graph(m, "natural", "int8", trt_has_fp16_flag=True)
+    with pytest.raises(ManifestError, match=r"Domain for bundle .*'nope'"):
+        select_graph(m, "nope", "fp32", trt_has_fp16_flag=True)
+    # a calibrated domain's graphs are built strongly typed, without the plugin
+    entry = FileEntry("domains/natural/model.fp16.onnx", "e" * 64)
+    m2 = replace(m, domain_models={"natural": DomainModels({"fp16": entry}, adapted=False)})
+    fp16 = select_graph(m2, "natural", "fp16", trt_has_fp16_flag=False)
+    assert fp16.sha256 == "e" * 64 and fp16.strongly_typed and not fp16.uses_plugin
+
+
+def test_engine_is_recorded_in_the_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    m = load_manifest(bundle)
+    header = EngineHeader(trt_version="10.8.0", gpu_name="G", compute_capability="8.7",
+                          plugin_hash="p", onnx_sha256="o", precision="fp32", domain="natural")
+    key = engine_key("natural", "fp32", "sm_87")
+    path = _write_into_bundle(m, key, pack_engine(header, b"plan"))
+    m2 = load_manifest(bundle)  # verifies every hash, the engine's included
+    assert path == find_engine(m2, "natural", "fp32", "sm_87")
+    assert path.relative_to(bundle).as_posix() == "engines/natural.fp32.sm_87.engine"
+    assert read_engine_header(path.read_bytes())[0] == header
+    with pytest.raises(BackendUnavailable, match=r"none for natural/fp16/sm_87.*Build it: "
+                                                 r"`iqa-export build .* --precision fp16"):
+        find_engine(m2, "natural", "fp16", "sm_87")
+
+
+def test_build_without_tensorrt_refuses_in_one_line(tiny_bundle: Path) -> None:
+    if _lazy.available("tensorrt"):
+        pytest.skip("tensorrt is installed here")
+    with pytest.raises(BackendUnavailable, match=NO_TRT + r".*install 'cdiqa\[trt\]' on a "
+                                                          r"machine with an NVIDIA GPU\.$"):
+        engine_from_bundle(tiny_bundle, BuildConfig(precision="fp16"))
+
+
+def test_cli_build_without_tensorrt_exits_1(tiny_bundle: Path, monkeypatch, capsys) -> None:
+    if _lazy.available("tensorrt"):
+        pytest.skip("tensorrt is installed here")
+    from cdiqa.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["iqa-export", "build", str(tiny_bundle), "--precision",
+                                      "fp16", "--min-shape", "1x64x64"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: " + NO_TRT)
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+def test_build_fp32_engine_on_this_gpu(tiny_bundle: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt", reason="needs TensorRT (cdiqa[trt])")
+    from cdiqa.runtime.backends.tensorrt import gpu_info
+
+    try:
+        gpu = gpu_info(0)
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    config = BuildConfig(profile=ShapeProfile((1, 64, 64), (2, 64, 96), (2, 128, 128)),
+                         timing_cache=str(tmp_path / "timing.cache"),
+                         cache_dir=str(tmp_path / "engines"))
+    first = engine_from_bundle(bundle, config)
+    assert not first.cached and (tmp_path / "timing.cache").is_file()
+    assert first.header.compute_capability == gpu.compute_capability
+    assert engine_from_bundle(bundle, config).cached
