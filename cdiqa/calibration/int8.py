@@ -73,6 +73,7 @@ def qdq_from_cache(graph: str | os.PathLike, cache: CalibrationCache, out: str |
                                         "Recalibrate the domain with its images"))
     proto = onnx.load(str(graph))
     nodes = quantized_nodes(proto)
+    cache = tied(proto, cache)
     needed = {t for n in proto.graph.node if n.name in nodes for t in (n.input[0], n.output[0])}
     missing = sorted(needed - set(cache.ranges))
     if missing:
@@ -93,6 +94,46 @@ def qdq_from_cache(graph: str | os.PathLike, cache: CalibrationCache, out: str |
     # only the FP32 heads are rewired to the original tensors
     _tidy(Path(out), set(nodes) | {n.name for n in proto.graph.node if n.op_type == "Relu"})
     return Path(out)
+
+
+def twins(proto) -> list[tuple[str, str]]:
+    """Pairs of tensors that the reference and the distorted branch compute with the same
+    weights: the inputs and outputs of Conv nodes sharing a weight, and the Relu after them."""
+    consumers: dict[str, list] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    by_weight: dict[str, list] = {}
+    for n in proto.graph.node:
+        if n.op_type == "Conv" and len(n.input) > 1:
+            by_weight.setdefault(n.input[1], []).append(n)
+    out = []
+    for convs in by_weight.values():
+        for a, b in zip(convs, convs[1:]):
+            out += [(a.input[0], b.input[0]), (a.output[0], b.output[0])]
+            ra = [c for c in consumers.get(a.output[0], []) if c.op_type == "Relu"]
+            rb = [c for c in consumers.get(b.output[0], []) if c.op_type == "Relu"]
+            out += [(x.output[0], y.output[0]) for x, y in zip(ra, rb)]
+    return out
+
+
+def tied(proto, cache: CalibrationCache) -> CalibrationCache:
+    """``cache`` with each twin pair given the union of its two ranges.
+
+    Full reference needs the reference and the distorted image quantized *identically*:
+    calibrated separately, the two branches get different scales (distorted images have
+    other statistics), identical images then give e != 0 and a score below 1.0, and every
+    mild distortion drowns in the scale mismatch. One scale per layer, shared by both
+    branches, keeps v = 0 exactly for identical images, as in FP32.
+    """
+    from dataclasses import replace
+
+    ranges = dict(cache.ranges)
+    for a, b in twins(proto):
+        if a in ranges and b in ranges:
+            lo, hi = min(ranges[a][0], ranges[b][0]), max(ranges[a][1], ranges[b][1])
+            ranges[a] = ranges[b] = (lo, hi)
+    return replace(cache, ranges=ranges)
 
 
 def float_consumers(proto, quantized: set[str]) -> int:

@@ -171,6 +171,9 @@ def collect_ranges(graph: str | os.PathLike, reader: Iterable[Mapping[str, np.nd
 
     domain = domain or getattr(reader, "domain", "unknown")
     counted = _Counted(reader)
+    if len(counted) == 0:
+        raise CalibrationError(describe("Feeds", "calibration reader", domain, 0,
+                                        "at least one", "Give the domain some images"))
     with tempfile.TemporaryDirectory(prefix="cdiqa-calib-") as tmp:
         calibrator = q.create_calibrator(
             Path(graph), list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),

@@ -82,14 +82,32 @@ def time_runtime(bundle: str, cases: list[Case], *, budget_s: float, threads: in
     from cdiqa.runtime.scorer import Scorer
 
     scorer = Scorer.load(bundle, backend="onnxruntime", options=SessionOptions(threads=threads))
+    sessions = {"onnxruntime": scorer}
+    for domain, precision in reduced_precision_graphs(scorer.manifest):
+        sessions[f"onnxruntime-{precision} ({domain})"] = Scorer.load(
+            bundle, backend="onnxruntime", domain=domain, precision=precision,
+            options=SessionOptions(threads=threads), verify=False)
     out = []
     for case in cases:
         ref, dist = random_pairs(case)
         feed = {INPUT_REF: ref, INPUT_DIST: dist,
                 INPUT_ROI: full_roi(case.batch, case.height, case.width)}
-        out.append(time_calls(lambda: scorer.session.infer(feed), case, "onnxruntime",
-                              budget_s=budget_s, min_calls=min_calls))
+        for engine, s in sessions.items():
+            out.append(time_calls(lambda: s.session.infer(feed), case, engine,
+                                  budget_s=budget_s, min_calls=min_calls))
     return out
+
+
+def reduced_precision_graphs(manifest) -> list[tuple[str, str]]:
+    """(domain, precision) of the INT8/FP16 graphs ``iqa-export calibrate`` wrote: those of
+    the default domain if it has any, else of the first calibrated domain."""
+    models = manifest.domain_models
+    names = sorted(models, key=lambda d: d != manifest.default_domain)
+    for domain in names:
+        found = [(domain, p) for p in ("int8", "fp16") if p in models[domain].files]
+        if found:
+            return found
+    return []
 
 
 def _main(argv: list[str]) -> None:
