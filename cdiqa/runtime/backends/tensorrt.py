@@ -306,7 +306,7 @@ class TensorRTSession(Session):
         if library:
             trt.get_plugin_registry().load_library(library)
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(memoryview(data)[offset:])
+        self._engine = self._runtime.deserialize_cuda_engine(data[offset:])
         if self._engine is None:
             raise CdiqaError(describe("Deserialization", "engine", path.name, "None",
                                       "a TensorRT engine", "Rebuild it with `iqa-export build`"))
