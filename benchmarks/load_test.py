@@ -14,8 +14,9 @@ What it does, all on loopback (127.0.0.1) and bounded in requests and seconds:
    runtime (``Scorer``) first: every served score is checked against it.
 3. For each round of ``--rounds`` (alternating max batch 8 and 1, so drift hits both): start
    ``python -m cdiqa.cli serve BUNDLE --port 0`` as a subprocess, wait for /readyz, send
-   ``--requests`` requests from ``--clients`` concurrent clients (asyncio + httpx), stop the
-   server with SIGTERM (it must exit 0 after answering everything).
+   ``--requests`` requests from ``--clients`` concurrent keep-alive connections (asyncio
+   streams with prebuilt requests: a cheap client, see ``Connection``), stop the server with
+   SIGTERM (it must exit 0 after answering everything).
 4. Every request carries a unique ``X-Request-Id``; a round fails if any response is not 200,
    carries another id, scores outside ``cdiqa.tolerances`` ("onnx_score") of the in-process
    score, or if an id is answered twice or never (lost).
@@ -156,66 +157,114 @@ def start_server(bundle: Path, max_batch: int, args) -> tuple[subprocess.Popen, 
     return proc, match.group(1)
 
 
-async def wait_ready(client, url: str, timeout: float = 60.0) -> None:
+class Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams.
+
+    A load generator on the same two cores as the server must be cheap: httpx spent more CPU
+    per request (~5 ms) than the server (~4 ms) here, so the clients measured themselves.
+    This sends prebuilt bytes and parses only the status, Content-Length and body.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def request(self, head: bytes, body: bytes = b"") -> tuple[int, dict, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(head + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("server closed the connection")
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            key, _, value = line.decode("latin-1").partition(":")
+            headers[key.strip().lower()] = value.strip()
+        data = await self.reader.readexactly(int(headers.get("content-length", 0)))
+        return int(status_line.split()[1]), headers, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def request_head(method: str, path: str, host: str, extra: str = "", length: int = 0) -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {length}"
+            "\r\n\r\n").encode()
+
+
+async def wait_ready(host: str, port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        conn = Connection(host, port)
         try:
-            if (await client.get(f"{url}/readyz")).status_code == 200:
+            status, _, _ = await conn.request(request_head("GET", "/readyz", host))
+            if status == 200:
                 return
-        except Exception:
+        except OSError:
             pass
+        finally:
+            conn.close()
         await asyncio.sleep(0.1)
-    raise SystemExit(f"server at {url} not ready after {timeout} s")
+    raise SystemExit(f"server at {host}:{port} not ready after {timeout} s")
 
 
 async def drive(url: str, pairs: list[dict], args) -> dict:
     """Send ``args.requests`` requests from ``args.clients`` clients; check every answer."""
-    import httpx
     from cdiqa.tolerances import tolerance
 
     atol = tolerance("onnx_score").atol
+    host, port = url.split("//")[1].split(":")
+    port = int(port)
     sent: dict[str, int] = {}
     answered: dict[str, int] = {}
     latencies, failures = [], []
     counter = iter(range(args.requests))
-    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    ctype = f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+    await wait_ready(host, port)
 
-    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
-        await wait_ready(client, url)
-
-        async def worker() -> None:
+    async def worker() -> None:
+        conn = Connection(host, port)
+        try:
             for i in counter:
                 rid, pair = uuid.uuid4().hex, pairs[i % len(pairs)]
                 sent[rid] = i
+                head = request_head("POST", "/v1/score", host,
+                                    f"{ctype}X-Request-Id: {rid}\r\n", len(pair["body"]))
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(f"{url}/v1/score", content=pair["body"],
-                                          headers={**headers, "x-request-id": rid})
-                except Exception as exc:
+                    status, headers, data = await conn.request(head, pair["body"])
+                except (OSError, asyncio.IncompleteReadError) as exc:
                     failures.append(f"{rid}: {type(exc).__name__}: {exc}")
+                    conn.close()
+                    conn = Connection(host, port)
                     continue
                 latencies.append(time.perf_counter() - t0)
-                body = r.json()
+                body = json.loads(data)
                 got = body.get("id")
                 answered[got] = answered.get(got, 0) + 1
-                if r.status_code != 200 or got != rid or r.headers.get("x-request-id") != rid:
-                    failures.append(f"{rid}: HTTP {r.status_code} id {got} {body}")
+                if status != 200 or got != rid or headers.get("x-request-id") != rid:
+                    failures.append(f"{rid}: HTTP {status} id {got} {body}")
                 elif abs(body["score"] - pair["expected"]) > atol:
                     failures.append(f"{rid}: score {body['score']} != {pair['expected']}")
+        finally:
+            conn.close()
 
-        start = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(args.clients))),
-                               args.round_timeout)
-        wall = time.perf_counter() - start
-        metrics = (await client.get(f"{url}/metrics")).text
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(args.clients))),
+                           args.round_timeout)
+    wall = time.perf_counter() - start
+    conn = Connection(host, port)
+    _, _, metrics = await conn.request(request_head("GET", "/metrics", host))
+    conn.close()
     lost = sorted(set(sent) - set(answered))
     duplicated = sorted(k for k, v in answered.items() if v > 1)
     foreign = sorted(set(answered) - set(sent))
     return {"wall_s": wall, "completed": len(latencies), "failures": failures[:10],
             "n_failures": len(failures), "lost": len(lost), "duplicated": len(duplicated),
             "foreign": len(foreign), "latencies": latencies,
-            "mean_batch": _mean_batch(metrics)}
+            "mean_batch": _mean_batch(metrics.decode())}
 
 
 def _mean_batch(metrics: str) -> float:

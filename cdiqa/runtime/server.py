@@ -68,6 +68,9 @@ class ServeConfig:
         max_pairs: most pairs in one batch request.
         retry_after: seconds advised in Retry-After of 503 answers.
         access_log: uvicorn's per-request log lines.
+        decode_threads: threads decoding images; None: min(4, CPU count). Few on purpose:
+            dozens of threads (Starlette's default pool) contending for the GIL starve the
+            event loop and stretch tail latency under load.
     """
 
     host: str = "127.0.0.1"
@@ -85,14 +88,17 @@ class ServeConfig:
     max_pairs: int = 32
     retry_after: int = 1
     access_log: bool = False
+    decode_threads: int | None = None
 
     def check(self) -> None:
         """Raise ``ConfigError`` for options out of range."""
         bad = {k: v for k, v in {"max_batch": self.max_batch, "max_queue": self.max_queue,
                                  "max_body": self.max_body, "max_pixels": self.max_pixels,
                                  "max_pairs": self.max_pairs}.items() if v < 1}
-        if self.timeout <= 0 or self.max_wait < 0 or not 0 <= self.port < 65536:
-            bad.update(timeout=self.timeout, max_wait=self.max_wait, port=self.port)
+        if self.timeout <= 0 or self.max_wait < 0 or not 0 <= self.port < 65536 or (
+                self.decode_threads is not None and self.decode_threads < 1):
+            bad.update(timeout=self.timeout, max_wait=self.max_wait, port=self.port,
+                       decode_threads=self.decode_threads)
         if bad:
             raise ConfigError(describe("Options", "server", "serve", bad, "max_* >= 1, "
                                        "timeout > 0, max_wait >= 0, 0 <= port < 65536",
@@ -138,7 +144,12 @@ class Service:
         self.scorer = None if self._owned else source
         self._streams: dict = {}
         self._lock = threading.Lock()
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
         self.default_domain = config.domain  # resolved in start() when None
+        self.executor = ThreadPoolExecutor(config.decode_threads or min(4, os.cpu_count() or 1),
+                                           thread_name_prefix="cdiqa-decode")
         self.ready = threading.Event()
         self.failure: str | None = None
         self.closing = False
@@ -209,6 +220,7 @@ class Service:
             streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             stream.close()
+        self.executor.shutdown(wait=True)
         if self._owned and self.scorer is not None:
             self.scorer.close()
 
@@ -520,9 +532,9 @@ class _Handlers:
                       many: bool) -> list:
         """Decode and submit every pair in one worker-thread call (Pillow and the image
         checks stay off the event loop), then wait for all scores until ``deadline``."""
-        from starlette.concurrency import run_in_threadpool
-
-        futures = await run_in_threadpool(self._submit_all, domain, data, many)
+        loop = asyncio.get_running_loop()
+        futures = await loop.run_in_executor(self.service.executor, self._submit_all, domain,
+                                             data, many)
         waiting = [asyncio.wrap_future(f) for f in futures]
         try:
             results = await asyncio.wait_for(asyncio.gather(*waiting),
