@@ -31,14 +31,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from cdiqa.errors import CdiqaError, ConfigError, ManifestError, describe
+from cdiqa.errors import CdiqaError, ConfigError, describe
 from cdiqa.export.engine_cache import (cache_lookup, cache_store, default_cache_dir,
                                        engine_cache_key)
-from cdiqa.manifest import (FILE_ONNX_PLUGIN, INPUT_DIST, INPUT_REF, INPUT_ROI,
-                            Manifest, file_entry, load_manifest, save_manifest)
+from cdiqa.manifest import (INPUT_DIST, INPUT_REF, INPUT_ROI, Manifest, file_entry,
+                            load_manifest, save_manifest)
 from cdiqa.masking import MIN_SIZE
-from cdiqa.runtime.backends.tensorrt import (EngineHeader, engine_key, gpu_info, pack_engine,
-                                             plugin_hash, read_engine_header, require_tensorrt)
+from cdiqa.runtime.backends.tensorrt import (EngineHeader, GraphChoice, engine_key, gpu_info,
+                                             pack_engine, plugin_hash, read_engine_header,
+                                             require_tensorrt, select_graph)
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -150,42 +151,6 @@ class BuildConfig:
                                        self.plugin_library, "an existing .so file", "Build it "
                                        "(cdiqa/kernels/masking/plugin/README.md)"))
         return self
-
-
-@dataclass(frozen=True)
-class GraphChoice:
-    """The ONNX graph an engine is built from, and whether FP16 is a builder flag."""
-
-    path: Path
-    sha256: str
-    strongly_typed: bool
-    uses_plugin: bool
-
-
-def select_graph(manifest: Manifest, domain: str | None, precision: str, *,
-                 trt_has_fp16_flag: bool) -> GraphChoice:
-    """Which of the bundle's graphs serves (domain, precision) for TensorRT (pure).
-
-    Raises:
-        ManifestError: no such domain, or an INT8 (or, on TensorRT 11, FP16) graph that
-            ``iqa-export calibrate`` has not written yet.
-    """
-    domain = domain or manifest.default_domain
-    manifest.domain_path(domain)  # unknown domain: the manifest's message
-    files = manifest.domain_models[domain].files if domain in manifest.domain_models else {}
-    if precision == "fp32" or (precision == "fp16" and "fp16" not in files):
-        entry = files.get("fp32_plugin", manifest.files.get(FILE_ONNX_PLUGIN))
-        if entry is None:
-            raise ManifestError(describe("File", "bundle", manifest.root, "no model.plugin.onnx",
-                                         "the plugin form", "Re-export with `iqa-export export`"))
-        if precision == "fp16" and not trt_has_fp16_flag:
-            raise ManifestError(describe(
-                "Precision", "domain", domain, "'fp16' without an FP16 graph",
-                "domains/<domain>/model.fp16.onnx (TensorRT 11 builds only strongly typed)",
-                f"Run `iqa-export calibrate {manifest.root} --domain {domain}` first"))
-        return GraphChoice(manifest._resolve(entry), entry.sha256, precision == "fp32", True)
-    entry = manifest.model_entry(domain, precision)  # int8 missing: the calibrate message
-    return GraphChoice(manifest._resolve(entry), entry.sha256, True, False)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import numpy as np
 
 from cdiqa import _lazy
 from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError, ManifestError, describe
-from cdiqa.manifest import Manifest, PluginSpec
+from cdiqa.manifest import FILE_ONNX_PLUGIN, Manifest, PluginSpec
 from cdiqa.runtime.backends.base import Session, SessionOptions
 
 #: First bytes of every cdiqa engine file.
@@ -112,8 +112,12 @@ def read_engine_header(data: bytes, name: str = "engine") -> tuple[EngineHeader,
 
 
 def check_engine_header(header: EngineHeader, *, trt_version: str, gpu_name: str,
-                        compute_capability: str, plugin_hash: str, name: str = "engine") -> None:
-    """Refuse an engine built for another TensorRT, GPU or plugin (a pure function).
+                        compute_capability: str, plugin_hash: str,
+                        onnx_sha256: str | None = None, name: str = "engine") -> None:
+    """Refuse an engine built for another TensorRT, GPU, plugin or graph (a pure function).
+
+    ``onnx_sha256``: the sha256 of the graph that serves the engine's domain and precision
+    now (``select_graph``); a recalibrated domain makes an older engine stale.
 
     A version-compatible engine only needs the same TensorRT major version; a
     hardware-compatible one (Ampere and newer) any GPU of compute capability >= 8.0.
@@ -142,6 +146,10 @@ def check_engine_header(header: EngineHeader, *, trt_version: str, gpu_name: str
     if header.plugin_hash != plugin_hash:
         raise ManifestError(describe("Plugin hash", "engine", name, header.plugin_hash[:16],
                                      f"{plugin_hash[:16]} (this cdiqa's masking plugin)", rebuild))
+    if onnx_sha256 is not None and header.onnx_sha256 != onnx_sha256:
+        raise ManifestError(describe("ONNX graph", "engine", name,
+                                     f"built from {header.onnx_sha256[:16]}",
+                                     f"{onnx_sha256[:16]} (the bundle's graph now)", rebuild))
 
 
 def _cc(text: str) -> tuple[int, int]:
@@ -270,6 +278,43 @@ def find_engine(manifest: Manifest, domain: str, precision: str, arch: str) -> P
     return manifest.root / engines[key].path
 
 
+@dataclass(frozen=True)
+class GraphChoice:
+    """The ONNX graph an engine is built from, and whether FP16 is a builder flag."""
+
+    path: Path
+    sha256: str
+    strongly_typed: bool
+    uses_plugin: bool
+
+
+def select_graph(manifest: Manifest, domain: str | None, precision: str, *,
+                 trt_has_fp16_flag: bool) -> GraphChoice:
+    """Which of the bundle's graphs serves (domain, precision) for TensorRT (pure; the builder
+    uses it to pick the graph, a session to check that its engine was built from it).
+
+    Raises:
+        ManifestError: no such domain, or an INT8 (or, on TensorRT 11, FP16) graph that
+            ``iqa-export calibrate`` has not written yet.
+    """
+    domain = domain or manifest.default_domain
+    manifest.domain_path(domain)  # unknown domain: the manifest's message
+    files = manifest.domain_models[domain].files if domain in manifest.domain_models else {}
+    if precision == "fp32" or (precision == "fp16" and "fp16" not in files):
+        entry = files.get("fp32_plugin", manifest.files.get(FILE_ONNX_PLUGIN))
+        if entry is None:
+            raise ManifestError(describe("File", "bundle", manifest.root, "no model.plugin.onnx",
+                                         "the plugin form", "Re-export with `iqa-export export`"))
+        if precision == "fp16" and not trt_has_fp16_flag:
+            raise ManifestError(describe(
+                "Precision", "domain", domain, "'fp16' without an FP16 graph",
+                "domains/<domain>/model.fp16.onnx (TensorRT 11 builds only strongly typed)",
+                f"Run `iqa-export calibrate {manifest.root} --domain {domain}` first"))
+        return GraphChoice(manifest._resolve(entry), entry.sha256, precision == "fp32", True)
+    entry = manifest.model_entry(domain, precision)  # int8 missing: the calibrate message
+    return GraphChoice(manifest._resolve(entry), entry.sha256, True, False)
+
+
 class TensorRTBackend:
     """Creates ``TensorRTSession`` objects."""
 
@@ -298,7 +343,10 @@ class TensorRTSession(Session):
         header, offset = read_engine_header(data, path.name)
         check_engine_header(header, trt_version=trt.__version__, gpu_name=gpu.name,
                             compute_capability=gpu.compute_capability,
-                            plugin_hash=plugin_hash(manifest.plugin), name=path.name)
+                            plugin_hash=plugin_hash(manifest.plugin),
+                            onnx_sha256=select_graph(manifest, domain, options.precision,
+                                                     trt_has_fp16_flag=True).sha256,
+                            name=path.name)
         self._rt = rt = _cudart()
         _ok(rt.cudaSetDevice(index), "cudaSetDevice")
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -410,6 +458,7 @@ class TensorRTSession(Session):
         self._rt = None
 
 
-__all__ = ["ENGINE_MAGIC", "EngineHeader", "GpuInfo", "TensorRTBackend", "TensorRTSession",
-           "check_engine_header", "engine_key", "find_engine", "gpu_info", "pack_engine",
-           "plugin_hash", "read_engine_header", "require_tensorrt"]
+__all__ = ["ENGINE_MAGIC", "EngineHeader", "GpuInfo", "GraphChoice", "TensorRTBackend",
+           "TensorRTSession", "check_engine_header", "engine_key", "find_engine", "gpu_info",
+           "pack_engine", "plugin_hash", "read_engine_header", "require_tensorrt",
+           "select_graph"]

@@ -50,6 +50,7 @@ def test_bad_headers_are_refused(data: bytes, message: str) -> None:
 
 def test_matching_header_passes() -> None:
     check_engine_header(HEADER, **HERE)
+    check_engine_header(HEADER, **HERE, onnx_sha256="0" * 64)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -59,6 +60,8 @@ def test_matching_header_passes() -> None:
                                    r"built on\), expected NVIDIA H200"),
     (dict(compute_capability="8.9"), r"GPU for engine 'e'.*expected .*sm 8.9"),
     (dict(plugin_hash="e" * 64), r"Plugin hash for engine 'e': got ffff"),
+    (dict(onnx_sha256="1" * 64), r"ONNX graph for engine 'e': got built from 0000.*"
+                                 r"expected 1111.*\(the bundle's graph now\)"),
 ])
 def test_mismatches_are_refused_with_the_rebuild_command(change: dict, message: str) -> None:
     with pytest.raises(ManifestError, match=message + r".*" + REBUILD):
