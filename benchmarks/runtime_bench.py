@@ -59,8 +59,9 @@ def markdown(by_threads: dict[int, list[BenchReport]], command: str) -> str:
               "sgemm (torch.mm 2048, the practical peak) GFLOP/s by threads: "
               + ", ".join(f"{th}: {max(r.sgemm_gflops for r in rs):.0f}"
                           for th, rs in by_threads.items())]
-    lines += ["", f"Peak resident memory: ONNX Runtime process {peaks['onnxruntime']:.0f} MiB, "
-              f"torch process {peaks['torch']:.0f} MiB. `import cdiqa.runtime`: "
+    lines += ["", f"Peak resident memory: torch-free runtime process {peaks['runtime']:.0f} MiB, "
+              f"bench process (torch + runtime) {peaks['bench_process']:.0f} MiB. "
+              "`import cdiqa.runtime`: "
               f"{imports:.0f} ms (best cold import)."]
     return "\n".join(lines)
 

@@ -1,9 +1,9 @@
 """``iqa-export bench``: PyTorch eager vs ONNX Runtime on one machine, in one run.
 
-The runtime is timed in a child process that never imports torch (``cdiqa.runtime.bench``),
-so its peak memory is that of an embedded scorer; torch is timed in this process. Both use the
-same thread count and the same timing loop (``cdiqa.runtime.bench.time_calls``): a warm-up
-call, then calls until the time budget is spent (at least ``min_calls``).
+Both engines run in this process with the same thread count and are timed interleaved, one
+call each in turn (``cdiqa.runtime.bench.time_engines``), so both see the same background
+load. The runtime's peak memory is measured in a child process that never imports torch
+(``python -m cdiqa.runtime.bench``): what an embedded scorer would need.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from pathlib import Path
 
 from cdiqa import _lazy
 from cdiqa.errors import CdiqaError
-from cdiqa.manifest import FILE_CHECKPOINT, FILE_ONNX, load_manifest
-from cdiqa.runtime.bench import Case, Timing, peak_rss_mb, random_pairs, time_calls
+from cdiqa.manifest import (FILE_CHECKPOINT, FILE_ONNX, INPUT_DIST, INPUT_REF, INPUT_ROI,
+                            load_manifest)
+from cdiqa.runtime.bench import (Case, Timing, case_feed, peak_rss_mb, runtime_engines,
+                                 time_engines)
 
 #: (height, width) of the issue's sizes: 256x256, 512x384, 1920x1080 (W x H)
 SIZES = ((256, 256), (384, 512), (1080, 1920))
@@ -80,6 +82,8 @@ class BenchReport:
     date: str
     bundle: str
     timings: tuple[Timing, ...]
+    #: "runtime": a torch-free process scoring every case; "bench_process": this process
+    #: (torch and the runtime both loaded)
     peak_rss_mb: dict[str, float]
     import_ms: float
     costs: dict[str, GraphCost]
@@ -101,11 +105,12 @@ class BenchReport:
         m = self.machine
         table = Table(title=f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, "
                             f"{self.date}", caption=f"peak RSS MiB {self.peak_rss_mb}; "
-                            f"import cdiqa.runtime {self.import_ms:.0f} ms; "
-                            f"sgemm {self.sgemm_gflops:.0f} GFLOP/s")
+                            f"import cdiqa.runtime {self.import_ms:.0f} ms; GFLOP/s: useful "
+                            f"convolution work per second (sgemm: {self.sgemm_gflops:.0f})")
         for col in ("size", "batch", "engine", "pairs/s", "p50 ms", "p99 ms", "vs torch",
-                    "conv GFLOP/s"):
-            table.add_column(col, justify="right")
+                    "GFLOP/s"):
+            table.add_column(col, justify="left" if col == "engine" else "right",
+                             no_wrap=col == "engine")
         for t in sorted(self.timings, key=lambda t: (t.case.height * t.case.width,
                                                      t.case.batch, t.engine != "torch")):
             table.add_row(t.case.label, str(t.case.batch), t.engine, f"{t.pairs_per_s:.2f}",
@@ -133,14 +138,14 @@ def run_bench(bundle: str | os.PathLike | None = None, config: BenchConfig | Non
             export_bundle(Path(tmp) / "bundle")
             return run_bench(Path(tmp) / "bundle", config)
     manifest = load_manifest(bundle)
-    runtime, runtime_rss = _time_runtime_in_child(str(bundle), config)
-    torch_timings = _time_torch(manifest, config)
+    runtime_rss = _runtime_peak_rss(str(bundle), config)
+    timings = _time_all(manifest, config)
     costs = {c.label: graph_cost(manifest.path(FILE_ONNX), c.height, c.width)
              for c in config.cases()}
     return BenchReport(machine=machine(config.threads),
                        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       bundle=str(bundle), timings=tuple(torch_timings + runtime),
-                       peak_rss_mb={"onnxruntime": runtime_rss, "torch": peak_rss_mb()},
+                       bundle=str(bundle), timings=tuple(timings),
+                       peak_rss_mb={"runtime": runtime_rss, "bench_process": peak_rss_mb()},
                        import_ms=runtime_import_ms(), costs=costs,
                        sgemm_gflops=sgemm_gflops(config.threads))
 
@@ -194,31 +199,33 @@ def sgemm_gflops(threads: int | None, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _time_torch(manifest, config: BenchConfig) -> list[Timing]:
+def _time_all(manifest, config: BenchConfig) -> list[Timing]:
+    """PyTorch eager and every runtime engine of the bundle, interleaved, case by case."""
     from cdiqa.model.network import load_model
-    from cdiqa.runtime.preprocess import full_roi
 
     torch = _lazy.torch()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     model = load_model(manifest.path(FILE_CHECKPOINT))
+    engines = runtime_engines(str(manifest.root), config.threads)
     out = []
     for case in config.cases():
-        ref, dist = (torch.from_numpy(x) for x in random_pairs(case))
-        roi = torch.from_numpy(full_roi(case.batch, case.height, case.width))
+        feed = case_feed(case)
+        tensors = [torch.from_numpy(feed[k]) for k in (INPUT_REF, INPUT_DIST, INPUT_ROI)]
 
-        def call():
+        def eager():
             with torch.inference_mode():
-                return model(ref, dist, roi)
+                return model(*tensors)
 
-        out.append(time_calls(call, case, "torch", budget_s=config.budget_s,
-                              min_calls=config.min_calls))
+        calls = {"torch": eager}
+        calls.update({name: (lambda infer=infer: infer(feed)) for name, infer in engines.items()})
+        out += time_engines(calls, case, budget_s=config.budget_s, min_calls=config.min_calls)
     return out
 
 
-def _time_runtime_in_child(bundle: str, config: BenchConfig) -> tuple[list[Timing], float]:
-    spec = {"cases": [asdict(c) for c in config.cases()], "budget_s": config.budget_s,
-            "threads": config.threads, "min_calls": config.min_calls}
+def _runtime_peak_rss(bundle: str, config: BenchConfig) -> float:
+    """Peak RSS (MiB) of a torch-free process running every case on the runtime once."""
+    spec = {"cases": [asdict(c) for c in config.cases()], "threads": config.threads}
     proc = subprocess.run([sys.executable, "-m", "cdiqa.runtime.bench", bundle, json.dumps(spec)],
                           capture_output=True, text=True, env=_child_env())
     if proc.returncode != 0:
@@ -226,8 +233,10 @@ def _time_runtime_in_child(bundle: str, config: BenchConfig) -> tuple[list[Timin
                          f"{proc.returncode} ({proc.stderr.strip().splitlines()[-1:]}), "
                          "expected 0. Run `iqa-export check` on the bundle.")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    timings = [Timing(Case(**t.pop("case")), **t) for t in result["timings"]]
-    return timings, float(result["peak_rss_mb"])
+    if result["torch_imported"]:
+        raise CdiqaError("Runtime benchmark for process 'cdiqa.runtime.bench': got torch "
+                         "imported, expected a torch-free runtime. Report this as a bug.")
+    return float(result["peak_rss_mb"])
 
 
 def _child_env() -> dict:

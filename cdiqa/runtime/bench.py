@@ -1,8 +1,12 @@
 """Timing of the runtime (numpy only): the loop every engine is timed with, and a worker.
 
-``python -m cdiqa.runtime.bench BUNDLE CASES_JSON`` times the ONNX Runtime session of a bundle
-in a process that never imports torch, and prints one JSON line with the timings and that
-process's peak resident memory: what an embedded pipeline would see.
+Engines are timed *interleaved*, one call of each in turn, so that on a shared machine every
+engine sees the same background load (timing them one after the other let a burst of other
+work land on one engine only, and moved the ratios by +-30 %).
+
+``python -m cdiqa.runtime.bench BUNDLE CASES_JSON`` runs every case once on the bundle's ONNX
+Runtime sessions in a process that never imports torch, and prints one JSON line with that
+process's peak resident memory: what an embedded pipeline would need.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -43,21 +47,29 @@ class Timing:
     p99_ms: float
 
 
-def time_calls(fn: Callable[[], object], case: Case, engine: str, *, budget_s: float,
-               min_calls: int = 3, warmup: int = 1) -> Timing:
-    """Call ``fn`` ``warmup`` times, then until ``budget_s`` has passed and at least
-    ``min_calls`` calls were made; latency percentiles are over the timed calls."""
+def time_engines(calls: dict[str, Callable[[], object]], case: Case, *, budget_s: float,
+                 min_calls: int = 3, warmup: int = 1) -> list[Timing]:
+    """Time each engine's call, interleaved: ``warmup`` calls each, then rounds of one call
+    per engine until ``budget_s`` per engine has passed and each made ``min_calls`` calls.
+
+    Throughput is pairs over the engine's summed call time; latency percentiles are over its
+    timed calls.
+    """
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     start = time.perf_counter()
-    while len(times) < min_calls or time.perf_counter() - start < budget_s:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    total = float(np.sum(times))
-    return Timing(case, engine, len(times), case.batch * len(times) / total,
-                  1e3 * float(np.percentile(times, 50)), 1e3 * float(np.percentile(times, 99)))
+    rounds = 0
+    while rounds < min_calls or time.perf_counter() - start < budget_s * len(calls):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return [Timing(case, name, len(t), case.batch * len(t) / float(np.sum(t)),
+                   1e3 * float(np.percentile(t, 50)), 1e3 * float(np.percentile(t, 99)))
+            for name, t in times.items()]
 
 
 def random_pairs(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -73,29 +85,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_runtime(bundle: str, cases: list[Case], *, budget_s: float, threads: int | None,
-                 min_calls: int = 3) -> list[Timing]:
-    """Time ``Session.infer`` (feed validation included) of the bundle on ONNX Runtime."""
-    from cdiqa.manifest import INPUT_DIST, INPUT_REF, INPUT_ROI
+def runtime_engines(bundle: str, threads: int | None) -> dict[str, Callable[[dict], dict]]:
+    """engine name -> ``Session.infer`` (feed validation included) of the bundle's ONNX Runtime
+    sessions: the FP32 graph, and the INT8/FP16 graphs ``iqa-export calibrate`` wrote."""
     from cdiqa.runtime.backends import SessionOptions
-    from cdiqa.runtime.preprocess import full_roi
     from cdiqa.runtime.scorer import Scorer
 
-    scorer = Scorer.load(bundle, backend="onnxruntime", options=SessionOptions(threads=threads))
-    sessions = {"onnxruntime": scorer}
+    options = SessionOptions(threads=threads)
+    scorer = Scorer.load(bundle, backend="onnxruntime", options=options)
+    engines = {"onnxruntime": scorer.session.infer}
     for domain, precision in reduced_precision_graphs(scorer.manifest):
-        sessions[f"onnxruntime-{precision} ({domain})"] = Scorer.load(
+        engines[f"onnxruntime-{precision} ({domain})"] = Scorer.load(
             bundle, backend="onnxruntime", domain=domain, precision=precision,
-            options=SessionOptions(threads=threads), verify=False)
-    out = []
-    for case in cases:
-        ref, dist = random_pairs(case)
-        feed = {INPUT_REF: ref, INPUT_DIST: dist,
-                INPUT_ROI: full_roi(case.batch, case.height, case.width)}
-        for engine, s in sessions.items():
-            out.append(time_calls(lambda: s.session.infer(feed), case, engine,
-                                  budget_s=budget_s, min_calls=min_calls))
-    return out
+            options=options, verify=False).session.infer
+    return engines
+
+
+def case_feed(case: Case) -> dict[str, np.ndarray]:
+    """The graph feed of ``random_pairs(case)`` with whole-image rois."""
+    from cdiqa.manifest import INPUT_DIST, INPUT_REF, INPUT_ROI
+    from cdiqa.runtime.preprocess import full_roi
+
+    ref, dist = random_pairs(case)
+    return {INPUT_REF: ref, INPUT_DIST: dist,
+            INPUT_ROI: full_roi(case.batch, case.height, case.width)}
 
 
 def reduced_precision_graphs(manifest) -> list[tuple[str, str]]:
@@ -112,11 +125,12 @@ def reduced_precision_graphs(manifest) -> list[tuple[str, str]]:
 
 def _main(argv: list[str]) -> None:
     bundle, spec = argv[0], json.loads(argv[1])
-    cases = [Case(**c) for c in spec["cases"]]
-    timings = time_runtime(bundle, cases, budget_s=spec["budget_s"], threads=spec["threads"],
-                           min_calls=spec["min_calls"])
-    print(json.dumps({"timings": [asdict(t) for t in timings], "peak_rss_mb": peak_rss_mb(),
-                      "torch_imported": "torch" in sys.modules}))
+    engines = runtime_engines(bundle, spec["threads"])
+    for case in (Case(**c) for c in spec["cases"]):
+        feed = case_feed(case)
+        for infer in engines.values():
+            infer(feed)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "torch_imported": "torch" in sys.modules}))
 
 
 if __name__ == "__main__":

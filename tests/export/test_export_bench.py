@@ -27,7 +27,7 @@ def test_quick_bench_json(tiny_bundle: Path) -> None:
         assert t["case"]["height"] == 96 and t["case"]["width"] == 128
     assert rows[(1, "torch")]["ratio_vs_torch"] == 1.0
     assert report["machine"]["threads"] == 1 and report["machine"]["cores"] >= 1
-    assert report["peak_rss_mb"]["onnxruntime"] > 0 and report["import_ms"] > 0
+    assert report["peak_rss_mb"]["runtime"] > 0 and report["import_ms"] > 0
     assert report["costs"]["128x96"]["gflop"] > 0 and report["sgemm_gflops"] > 0
 
 
@@ -49,4 +49,4 @@ def test_quick_bench_table(tiny_bundle: Path) -> None:
     result = CliRunner().invoke(app, ["bench", str(tiny_bundle), "--quick", "--threads", "1",
                                       "--budget", "0.05"])
     assert result.exit_code == 0, result.output
-    assert "onnxruntime" in result.output and "vs torch" in result.output
+    assert "onnxruntime" in result.output and "pairs/s" in result.output
