@@ -102,12 +102,13 @@ def evaluate_domain(bundle: str | os.PathLike, domain: str, *, threads: int | No
     lad, real = held_out_ladders(domain)
     report = progress or (lambda *a: None)
     methods = [("natural model", manifest.default_domain, "fp32")]
+    tag = "natural model" if domain == manifest.default_domain else "adapted"
     if domain in manifest.domains and domain != manifest.default_domain:
         methods.append(("adapted (label-free)", domain, "fp32"))
-        models = manifest.domain_models.get(domain)
-        for p in ("int8", "fp16"):
-            if models is not None and p in models.files:
-                methods.append((f"adapted {p.upper()}", domain, p))
+    models = manifest.domain_models.get(domain)
+    for p in ("int8", "fp16"):
+        if domain in manifest.domains and models is not None and p in models.files:
+            methods.append((f"{tag} {p.upper()}", domain, p))
     rows = {}
     for i, (name, d, p) in enumerate(methods):
         s = runtime_scores(bundle, d, p, lad.pairs(), threads)
