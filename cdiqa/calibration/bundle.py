@@ -43,6 +43,8 @@ from cdiqa.manifest import (CALIBRATION_DIR, DOMAIN_FILE_NAMES, DOMAINS_DIR, FIL
 MIN_IMAGES = 4
 #: most references whose ladders fit the label-free head (features cost time)
 HEAD_REFERENCES = 8
+#: most ladder pairs the head is fitted on (natural has 25 degradations x 5 levels per image)
+HEAD_PAIRS = 400
 REDUCED = ("int8", "fp16")
 
 Progress = Callable[[str, int, int], None]
@@ -220,8 +222,9 @@ def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibCo
     from cdiqa.calibration.readers import ladder
     from cdiqa.model import heads as fit
 
-    step = max(1, len(cal) // HEAD_REFERENCES)
-    refs = [r.image for r in cal[::step]][:HEAD_REFERENCES]
+    most = max(1, min(HEAD_REFERENCES, HEAD_PAIRS // (5 * len(kinds))))
+    step = max(1, len(cal) // most)
+    refs = [r.image for r in cal[::step]][:most]
     lad = ladder(refs, kinds, seed=config.seed + 1)
     v = _features(model, lad.pairs() + list(given))
     if labels is None:
