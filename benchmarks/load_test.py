@@ -61,11 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
                    help="image size of the pairs")
     p.add_argument("--pairs", type=int, default=16, help="distinct pairs sent round-robin")
-    p.add_argument("--clients", type=int, default=16, help="concurrent clients")
-    p.add_argument("--requests", type=int, default=800, help="requests per round")
-    p.add_argument("--rounds", type=int, default=4, help="rounds, alternating batch 8 and 1")
-    p.add_argument("--threads", type=int, default=None, help="server ORT threads (default: "
-                                                             "ORT's, all cores)")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    p.add_argument("--requests", type=int, default=1000, help="requests per round")
+    p.add_argument("--rounds", type=int, default=6, help="rounds, alternating batch 8 and 1")
+    p.add_argument("--threads", type=int, default=1, help="server ORT threads (0: ORT's "
+                                                          "default, all cores)")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="server micro-batch wait")
     p.add_argument("--round-timeout", type=float, default=120.0, help="seconds per round cap")
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
