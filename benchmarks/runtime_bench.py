@@ -40,8 +40,8 @@ def markdown(by_threads: dict[int, list[BenchReport]], command: str) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores; {m['versions']}; {first.date[:10]}.",
              f"Command: `{command}`; best of {len(runs)} runs per case.", "",
              "| threads | size | batch | torch pairs/s | ORT pairs/s | ORT / torch | torch p50 / p99 ms "
-             "| ORT p50 / p99 ms | ORT conv GFLOP/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| ORT p50 / p99 ms | ORT conv GFLOP/s | ORT peak MiB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for threads, reports in by_threads.items():
         best = best_of(reports)
         for case in sorted({c for c, _ in best}, key=lambda c: (c.height * c.width, c.batch)):
@@ -49,9 +49,8 @@ def markdown(by_threads: dict[int, list[BenchReport]], command: str) -> str:
             lines.append(f"| {threads} | {case.label} | {case.batch} | {t.pairs_per_s:.2f} | "
                          f"{o.pairs_per_s:.2f} | {o.pairs_per_s / t.pairs_per_s:.2f}x | "
                          f"{t.p50_ms:.1f} / {t.p99_ms:.1f} | {o.p50_ms:.1f} / {o.p99_ms:.1f} | "
-                         f"{first.gflops(o):.0f} |")
-    peaks = {k: max(r.peak_rss_mb[k] for rs in by_threads.values() for r in rs)
-             for k in first.peak_rss_mb}
+                         f"{first.gflops(o):.0f} | "
+                         f"{max(r.runtime_peak_mb[f'{case.label} b{case.batch}'] for r in reports):.0f} |")
     imports = min(r.import_ms for rs in by_threads.values() for r in rs)
     lines += ["", "Work per pair (useful convolution FLOPs; weights; activations written + read): "
               + "; ".join(f"{k} {c.gflop:.2f} GFLOP, {c.weights_mb:.1f} MiB, "
@@ -59,10 +58,10 @@ def markdown(by_threads: dict[int, list[BenchReport]], command: str) -> str:
               "sgemm (torch.mm 2048, the practical peak) GFLOP/s by threads: "
               + ", ".join(f"{th}: {max(r.sgemm_gflops for r in rs):.0f}"
                           for th, rs in by_threads.items())]
-    lines += ["", f"Peak resident memory: torch-free runtime process {peaks['runtime']:.0f} MiB, "
-              f"bench process (torch + runtime) {peaks['bench_process']:.0f} MiB. "
-              "`import cdiqa.runtime`: "
-              f"{imports:.0f} ms (best cold import)."]
+    process = max(r.process_peak_mb for rs in by_threads.values() for r in rs)
+    lines += ["", "ORT peak MiB: peak resident memory of a torch-free process scoring that case. "
+              f"Bench process (torch + runtime, all cases): {process:.0f} MiB. "
+              f"`import cdiqa.runtime`: {imports:.0f} ms (best cold import)."]
     return "\n".join(lines)
 
 

@@ -82,9 +82,10 @@ class BenchReport:
     date: str
     bundle: str
     timings: tuple[Timing, ...]
-    #: "runtime": a torch-free process scoring every case; "bench_process": this process
-    #: (torch and the runtime both loaded)
-    peak_rss_mb: dict[str, float]
+    #: case label ("512x384 b1") -> peak RSS (MiB) of a torch-free process scoring that case
+    runtime_peak_mb: dict[str, float]
+    #: peak RSS (MiB) of this process (torch and the runtime both loaded)
+    process_peak_mb: float
     import_ms: float
     costs: dict[str, GraphCost]
     sgemm_gflops: float
@@ -104,7 +105,7 @@ class BenchReport:
 
         m = self.machine
         table = Table(title=f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, "
-                            f"{self.date}", caption=f"peak RSS MiB {self.peak_rss_mb}; "
+                            f"{self.date}", caption=f"runtime peak RSS MiB {self.runtime_peak_mb}; "
                             f"import cdiqa.runtime {self.import_ms:.0f} ms; GFLOP/s: useful "
                             f"convolution work per second (sgemm: {self.sgemm_gflops:.0f})")
         for col in ("size", "batch", "engine", "pairs/s", "p50 ms", "p99 ms", "vs torch",
@@ -138,14 +139,15 @@ def run_bench(bundle: str | os.PathLike | None = None, config: BenchConfig | Non
             export_bundle(Path(tmp) / "bundle")
             return run_bench(Path(tmp) / "bundle", config)
     manifest = load_manifest(bundle)
-    runtime_rss = _runtime_peak_rss(str(bundle), config)
+    runtime_peak = {f"{c.label} b{c.batch}": _runtime_peak_rss(str(bundle), c, config.threads)
+                    for c in config.cases()}
     timings = _time_all(manifest, config)
     costs = {c.label: graph_cost(manifest.path(FILE_ONNX), c.height, c.width)
              for c in config.cases()}
     return BenchReport(machine=machine(config.threads),
                        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        bundle=str(bundle), timings=tuple(timings),
-                       peak_rss_mb={"runtime": runtime_rss, "bench_process": peak_rss_mb()},
+                       runtime_peak_mb=runtime_peak, process_peak_mb=peak_rss_mb(),
                        import_ms=runtime_import_ms(), costs=costs,
                        sgemm_gflops=sgemm_gflops(config.threads))
 
@@ -223,9 +225,9 @@ def _time_all(manifest, config: BenchConfig) -> list[Timing]:
     return out
 
 
-def _runtime_peak_rss(bundle: str, config: BenchConfig) -> float:
-    """Peak RSS (MiB) of a torch-free process running every case on the runtime once."""
-    spec = {"cases": [asdict(c) for c in config.cases()], "threads": config.threads}
+def _runtime_peak_rss(bundle: str, case: Case, threads: int | None) -> float:
+    """Peak RSS (MiB) of a torch-free process running ``case`` once on every runtime engine."""
+    spec = {"cases": [asdict(case)], "threads": threads}
     proc = subprocess.run([sys.executable, "-m", "cdiqa.runtime.bench", bundle, json.dumps(spec)],
                           capture_output=True, text=True, env=_child_env())
     if proc.returncode != 0:

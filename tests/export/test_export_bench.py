@@ -27,7 +27,7 @@ def test_quick_bench_json(tiny_bundle: Path) -> None:
         assert t["case"]["height"] == 96 and t["case"]["width"] == 128
     assert rows[(1, "torch")]["ratio_vs_torch"] == 1.0
     assert report["machine"]["threads"] == 1 and report["machine"]["cores"] >= 1
-    assert report["peak_rss_mb"]["runtime"] > 0 and report["import_ms"] > 0
+    assert report["runtime_peak_mb"]["128x96 b2"] > 0 and report["import_ms"] > 0
     assert report["costs"]["128x96"]["gflop"] > 0 and report["sgemm_gflops"] > 0
 
 
