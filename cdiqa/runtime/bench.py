@@ -81,7 +81,18 @@ def random_pairs(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux: ru_maxrss is KiB)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status. Not ``getrusage``: its ``ru_maxrss`` survives
+    ``execve``, so a child started from a large process reports the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
