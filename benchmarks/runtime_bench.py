@@ -1,6 +1,7 @@
 """Runtime throughput: PyTorch eager vs ONNX Runtime, as recorded in docs/benchmarks.md.
 
     python benchmarks/runtime_bench.py [BUNDLE] [--threads 1 2] [--repeats 3] [--budget 3]
+    python benchmarks/runtime_bench.py BUNDLE --tiling      # tiled vs untiled scores
 
 Runs ``cdiqa.export.bench.run_bench`` for each thread count ``repeats`` times (a shared machine
 is noisy: the best run of each case is kept, and the load average before each run is
@@ -65,13 +66,46 @@ def markdown(by_threads: dict[int, list[BenchReport]], command: str) -> str:
     return "\n".join(lines)
 
 
+def tiling_table(bundle) -> str:
+    """|tiled - untiled| score on a 1024x1024 natural image for tiles of 256/512 px and halos
+    of 64..160 px, three distortions (scikit-image and SciPy needed)."""
+    import numpy as np
+    from scipy.ndimage import uniform_filter
+    from skimage import data
+
+    from cdiqa.runtime import Scorer
+
+    whole = Scorer.load(bundle, backend="onnxruntime")
+    a = data.astronaut()
+    top, bottom = np.concatenate([a, a[:, ::-1]], 1), np.concatenate([a[::-1], a[::-1, ::-1]], 1)
+    ref = np.concatenate([top, bottom], 0).astype(np.float32) / 255  # mirrored 2x2: 1024x1024
+    rng = np.random.default_rng(0)
+    dists = {"noise σ 0.05": ref + rng.normal(0, 0.05, ref.shape),
+             "contrast 0.85 + noise 0.02": 0.85 * ref + 0.05 + rng.normal(0, 0.02, ref.shape),
+             "5x5 box blur": uniform_filter(ref, size=(5, 5, 1))}
+    grid = [(tile, halo) for tile in (256, 512) for halo in (64, 96, 128, 160)]
+    lines = ["| distortion | untiled | " + " | ".join(f"tile {t}, halo {h}" for t, h in grid)
+             + " |", "| --- " * (len(grid) + 2) + "|"]
+    for name, dist in dists.items():
+        dist = np.clip(dist, 0, 1).astype(np.float32)
+        untiled = whole.score(ref, dist)
+        diffs = [abs(untiled - Scorer(whole.manifest, whole.session, tile=t, halo=h)
+                     .score(ref, dist)) for t, h in grid]
+        lines.append(f"| {name} | {untiled:.4f} | " + " | ".join(f"{d:.1e}" for d in diffs) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", nargs="?")
     parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget", type=float, default=3.0)
+    parser.add_argument("--tiling", action="store_true", help="tiled vs untiled scores instead")
     args = parser.parse_args()
+    if args.tiling:
+        print(tiling_table(args.bundle))
+        return
     with tempfile.TemporaryDirectory(prefix="cdiqa-bench-") as tmp:
         bundle = args.bundle
         if bundle is None:

@@ -94,7 +94,7 @@ def export_cmd(
                                                "bundled head as 'natural'."),
     default_domain: str = typer.Option("natural", help="Domain used when none is named."),
     opset: int = typer.Option(18, help="ONNX opset (>= 18)."),
-    halo: int = typer.Option(96, help="Tile halo in pixels recorded for the runtime."),
+    halo: int = typer.Option(128, help="Tile halo in pixels recorded for the runtime."),
 ) -> None:
     """Export a bundle: portable ONNX, TensorRT-plugin ONNX, checkpoint, profiles, manifest."""
     from cdiqa.errors import ConfigError

@@ -126,7 +126,7 @@ class TilingSpec:
     """
 
     alignment: int = 32
-    halo: int = 96
+    halo: int = 128
     strides: tuple[int, ...] = (4, 8, 16, 32)
 
 

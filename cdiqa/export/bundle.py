@@ -40,13 +40,13 @@ class ExportConfig:
 
     opset: int = OPSET
     default_domain: str = DEFAULT_DOMAIN
-    halo: int = 96
+    halo: int = 128
 
     def __post_init__(self) -> None:
         align = max(STRIDES)
         if self.halo < 0 or self.halo % align:
             raise ConfigError(describe("Halo", "export option", "halo", self.halo,
-                                       f"a multiple of {align} >= 0", "Use e.g. --halo 96"))
+                                       f"a multiple of {align} >= 0", "Use e.g. --halo 128"))
 
 
 def export_bundle(out: str | os.PathLike, model=None, profiles: Mapping | None = None,

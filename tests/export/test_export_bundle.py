@@ -35,7 +35,7 @@ def test_layout_and_manifest(tiny_bundle: Path) -> None:
     assert m.preprocessing.layout == "NCHW" and m.preprocessing.min_size == 64
     assert m.preprocessing.conversions["8-bit RGB"] == "/ 255"
     assert "16-bit (I;16, I)" in m.preprocessing.conversions
-    assert m.tiling.alignment == 32 and m.tiling.halo == 96
+    assert m.tiling.alignment == 32 and m.tiling.halo == 128
     assert (m.plugin.name, m.plugin.namespace, m.plugin.version) == ("CdiqaMasking", "cdiqa", "1")
     assert m.plugin.onnx_domain == "trt.plugins" and m.plugin.attributes == {"k": 5}
     assert m.plugin.inputs == ("e", "a", "gamma", "sigma") and m.plugin.count == 4
@@ -87,7 +87,7 @@ def test_option_errors(tmp_path: Path) -> None:
         export_bundle(tmp_path / "b", model, {"Under Water": head})
     with pytest.raises(ConfigError, match=r"Halo for export option 'halo': got 50"):
         ExportConfig(halo=50)
-    small_head = LabelFreeHead(scale=np.ones(10), method="energy", weights=np.zeros(0))
+    small_head = LabelFreeHead(scale=np.ones(10), weights=np.full(10, 0.1))
     with pytest.raises(ConfigError, match=r"Head size for domain profile 'natural': got 10, "
                                           r"expected 64"):
         export_bundle(tmp_path / "b", model, {"natural": small_head})
@@ -111,9 +111,9 @@ def test_cli_export_parses_profiles(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(cdiqa.export, "export_bundle", fake_export)
     result = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "b"), "--checkpoint",
                                       "m.pt", "--profile", "natural=a.json", "--profile",
-                                      "medical=b.json", "--halo", "128"])
+                                      "medical=b.json", "--halo", "160"])
     assert result.exit_code == 0, result.output
     assert seen["profiles"] == {"natural": "a.json", "medical": "b.json"}
-    assert seen["checkpoint"] == Path("m.pt") and seen["config"].halo == 128
+    assert seen["checkpoint"] == Path("m.pt") and seen["config"].halo == 160
     bad = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "b"), "--profile", "x"])
     assert bad.exit_code != 0 and "expected DOMAIN=HEAD.json" in str(bad.exception)

@@ -55,7 +55,7 @@ def test_tiled_score_matches_untiled(tiny_bundle: Path, large_pair) -> None:
     from cdiqa.runtime import Scorer
 
     whole = Scorer.load(tiny_bundle, backend="onnxruntime")
-    tiled = Scorer(whole.manifest, whole.session, tile=128)  # halo: the manifest's 96 px
+    tiled = Scorer(whole.manifest, whole.session, tile=128)  # halo: the manifest's 128 px
     ref, dist = large_pair
     assert len(tiled._tiles(ref.shape[:2])) == 12
     a, b = whole.score(ref, dist), tiled.score(ref, dist)
