@@ -69,7 +69,7 @@ def export_bundle(out: str | os.PathLike, model=None, profiles: Mapping | None =
 
     config = config or ExportConfig()
     out = Path(out)
-    _check_target(out)
+    check_target(out, MANIFEST_FILE, "bundle")
     model = (model if isinstance(model, CDIQA) else resolve_model(model)).eval()
     heads = _heads(profiles if profiles is not None else {config.default_domain: DEFAULT_HEAD},
                    model.feature_dim)
@@ -83,7 +83,7 @@ def export_bundle(out: str | os.PathLike, model=None, profiles: Mapping | None =
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the bundle is meant to be shared
         _write(tmp, model, heads, config)
         load_manifest(tmp, verify=True)  # what the runtime will read back, checked before use
-        _replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -190,19 +190,25 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def _check_target(out: Path) -> None:
-    """Refuse to replace anything but an empty directory or an earlier bundle."""
+def check_target(out: Path, marker: str, kind: str) -> None:
+    """Refuse to replace anything but nothing, an empty folder or an earlier output of the
+    same kind (a folder holding ``marker``): a wrong ``--out`` never deletes user files.
+
+    Raises:
+        ConfigError: ``out`` is a file or a non-empty folder without ``marker``.
+    """
     if not out.exists():
         return
-    if out.is_dir() and (not any(out.iterdir()) or (out / MANIFEST_FILE).is_file()):
+    if out.is_dir() and (not any(out.iterdir()) or (out / marker).is_file()):
         return
-    raise ConfigError(describe("Output", "bundle", out, "an existing file or non-bundle folder",
-                               "a new path, an empty folder or an earlier bundle",
+    raise ConfigError(describe("Output", kind, out, f"an existing file or a folder that is not "
+                               f"a {kind}", f"a new path, an empty folder or an earlier {kind}",
                                "Choose another --out"))
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an old bundle there goes only after that."""
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished directory ``tmp`` to ``out`` (same file system); an old ``out`` is
+    removed only after the new one is in place, and put back if the move fails."""
     if not out.exists():
         os.replace(tmp, out)
         return

@@ -72,7 +72,7 @@ def test_replaces_only_when_complete(tmp_path: Path, monkeypatch) -> None:
 
 def test_refuses_to_overwrite_a_non_bundle(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match=r"Output for bundle .*non-bundle folder"):
+    with pytest.raises(ConfigError, match=r"Output for bundle .*a folder that is not a bundle"):
         export_bundle(tmp_path, tiny_model(), {})
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
