@@ -83,7 +83,7 @@ def _given_batch(pairs: Sequence[tuple[np.ndarray, np.ndarray]], crop: int, size
 def adapt(model, references: Sequence[np.ndarray], kinds: Sequence[str], *, steps: int,
           batch_size: int = 6, crop: int = 96, lr: float = 1e-3, encoder: bool = False,
           seed: int = 0, pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-          progress: Progress | None = None) -> AdaptResult:
+          weights=None, progress: Progress | None = None) -> AdaptResult:
     """Fine-tune a copy of ``model`` on a domain without labels; ``model`` is not changed.
 
     Args:
@@ -92,6 +92,7 @@ def adapt(model, references: Sequence[np.ndarray], kinds: Sequence[str], *, step
         kinds: degradations of the domain (``degradations_for``).
         steps: optimizer steps (0: the model is returned unchanged, as a copy).
         pairs: given (ref, dist) pairs of the domain; every other step draws from them.
+        weights: ``cdiqa.model.losses.LossWeights``; None: training's defaults.
 
     Raises:
         CalibrationError: no reference to adapt on.
@@ -112,7 +113,7 @@ def adapt(model, references: Sequence[np.ndarray], kinds: Sequence[str], *, step
     params = trainable(model, encoder)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     sampler = PairSampler(list(references), list(kinds), crop, batch_size)
-    weights = LossWeights()
+    weights = weights or LossWeights()
     model.train()
     if not encoder:
         model.encoder.eval()

@@ -52,3 +52,18 @@ def test_bench_times_the_reduced_precision_graphs(calibrated):
     feed = bench.case_feed(bench.Case(64, 64, 1))
     outs = [infer(feed) for infer in engines.values()]
     assert all(o["sums"].shape == outs[0]["sums"].shape for o in outs)
+
+
+def test_eval_domain_cli_json(calibrated):
+    import json
+    import subprocess
+    import sys
+
+    bundle, _ = calibrated
+    proc = subprocess.run([sys.executable, "-m", "cdiqa.cli", "eval-domain", str(bundle),
+                           "--domain", "screen", "--json", "--threads", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (res,) = json.loads(proc.stdout)
+    assert res["domain"] == "screen" and "natural model" in res["rows"]
+    assert "adapted (label-free)" not in res["rows"]  # screen was not calibrated here

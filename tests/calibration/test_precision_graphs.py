@@ -152,3 +152,16 @@ def test_cache_of_another_graph_is_refused(graph, cache, tmp_path):
 
     with pytest.raises(CalibrationError, match="Graph for calibration cache 'medical'"):
         qdq_from_cache(graph, replace(cache, graph_sha256="0" * 64), tmp_path / "q.onnx")
+
+
+def test_modelopt_absent_is_a_clear_error(graph, tmp_path):
+    import importlib.util
+
+    from cdiqa.calibration.int8 import qdq_with_modelopt
+    from cdiqa.errors import BackendUnavailable
+
+    if importlib.util.find_spec("modelopt") is not None:
+        pytest.skip("NVIDIA ModelOpt is installed here")
+    with pytest.raises(BackendUnavailable, match=r"'modelopt' needs NVIDIA ModelOpt.*"
+                                                 r"nvidia-modelopt\[onnx\]"):
+        qdq_with_modelopt(graph, _reader(1), "minmax", tmp_path / "q.onnx")
