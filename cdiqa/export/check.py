@@ -157,6 +157,8 @@ class MaskingProbe:
 
         e ─► Abs ─► Pow(·, gamma) ─► Div ─► ...ReduceSum      gamma, sigma^gamma: initializers
         a ─► AveragePool(k) ─► Add(sigma^gamma, ·) ─┘
+
+    where ``Pow(x, gamma)`` may be ``Exp(Log(x) * gamma)`` (``cdiqa.export.rewrite``).
     """
 
     e: str
@@ -179,17 +181,31 @@ def masking_probes(proto) -> list[MaskingProbe]:
     for pool in (n for n in proto.graph.node if n.op_type == "AveragePool"):
         add = _only(consumers.get(pool.output[0], []), "Add")
         div = _only(consumers.get(add.output[0], []), "Div")
-        power = produced[div.input[0]]
-        absolute = produced[power.input[0]]
-        if power.op_type != "Pow" or absolute.op_type != "Abs":
-            raise ShapeError(describe("Masking pattern", "graph", div.name, power.op_type,
-                                      "Div(Pow(Abs(e), gamma), ...)", "Re-export the bundle"))
+        absolute, gamma = _power_of(produced, produced[div.input[0]], inits)
         attrs = {x.name: onnx.helper.get_attribute_value(x) for x in pool.attribute}
         sg = next(inits[i] for i in add.input if i in inits)
-        probes.append(MaskingProbe(absolute.input[0], pool.input[0],
-                                   inits[power.input[1]].reshape(-1), sg.reshape(-1),
-                                   int(attrs["kernel_shape"][0])))
+        probes.append(MaskingProbe(absolute.input[0], pool.input[0], gamma.reshape(-1),
+                                   sg.reshape(-1), int(attrs["kernel_shape"][0])))
     return probes
+
+
+def _power_of(produced: dict, node, inits: dict):
+    """(the Abs node, gamma) of ``Pow(Abs(e), gamma)`` or ``Exp(Log(Abs(e)) * gamma)``."""
+    if node.op_type == "Exp":
+        mul = produced[node.input[0]]
+        log_in = next((i for i in mul.input if i not in inits), "")
+        gamma = next((inits[i] for i in mul.input if i in inits), None)
+        source = produced.get(log_in)
+        base = produced.get(source.input[0]) if source is not None and \
+            source.op_type == "Log" else None
+    else:
+        base = produced.get(node.input[0]) if node.op_type == "Pow" else None
+        gamma = inits.get(node.input[1]) if node.op_type == "Pow" else None
+    if base is None or base.op_type != "Abs" or gamma is None:
+        raise ShapeError(describe("Masking pattern", "graph", node.name, node.op_type,
+                                  "Pow(Abs(e), gamma) or Exp(Log(Abs(e)) * gamma)",
+                                  "Re-export the bundle"))
+    return base, gamma
 
 
 def _only(nodes: list, op_type: str):

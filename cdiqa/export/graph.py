@@ -3,7 +3,7 @@
 =========  =========================================================================
 form       masking module becomes
 =========  =========================================================================
-portable   AveragePool(count_include_pad=0), Pow, Div, ReduceSum...: any ONNX Runtime
+portable   AveragePool(count_include_pad=0), Pow (then Exp/Log), Div, ReduceSum: any ORT
 plugin     one ``CdiqaMasking`` node per scale (``cdiqa.export.plugin``): TensorRT
 =========  =========================================================================
 
@@ -40,7 +40,8 @@ def onnx_from_torch(model, form: Form = "portable", *, opset: int = MIN_OPSET):
     """Export ``model`` (a ``CDIQA``) to an ``onnx.ModelProto`` of the given form.
 
     Dynamic batch, height and width; inputs ``ref``/``dist`` (B, 3, H, W) float32 and ``roi``
-    (B, 4) int32; outputs ``sums``/``sumsq``/``counts`` (B, D) float32. The result has passed
+    (B, 4) int32; outputs ``sums``/``sumsq``/``counts`` (B, D) float32. The portable form's
+    powers are rewritten for ONNX Runtime (``cdiqa.export.rewrite``). The result has passed
     ``onnx.checker`` (full check) and strict shape inference.
     """
     if form not in FORMS:
@@ -71,6 +72,10 @@ def onnx_from_torch(model, form: Form = "portable", *, opset: int = MIN_OPSET):
             custom_translation_table=table, verbose=False)
     proto = program.model_proto
     _tidy(proto, form)
+    if form == "portable":
+        from cdiqa.export.rewrite import pow_as_exp_log
+
+        pow_as_exp_log(proto)
     check_graph(proto)
     return proto
 

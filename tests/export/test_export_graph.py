@@ -58,7 +58,9 @@ def test_portable_form_uses_standard_ops_only(tiny_bundle: Path) -> None:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
             assert attrs.get("count_include_pad", 0) == 0
             assert attrs["kernel_shape"] == [5, 5] and attrs["strides"] == [1, 1]
-    assert ops["Pow"] > 0 and ops["Div"] > 0 and ops["ReduceSum"] > 0
+    assert ops["Div"] > 0 and ops["ReduceSum"] > 0
+    # |x|^g as exp(g log|x|) (cdiqa.export.rewrite): |e|^g and |c|^g at each scale
+    assert ops["Pow"] == 0 and ops["Log"] == ops["Exp"] == 2 * len(STRIDES)
 
 
 def test_plugin_form_has_one_node_per_scale(tiny_bundle: Path) -> None:
@@ -101,6 +103,30 @@ def test_plugin_module_computes_the_same_stats_eagerly() -> None:
         b = graph_module(model, "portable")(ref, dist, roi)
     for x, y in zip(a, b):
         assert relative_error(x.numpy(), y.numpy()) <= tolerance("torch").rtol
+
+
+def test_pow_rewrite_is_exact_and_keeps_zeros() -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cdiqa.export.rewrite import pow_as_exp_log
+
+    g = np.array([1.5, 2.0, 3.3], np.float32).reshape(1, 3, 1)
+    graph = helper.make_graph(
+        [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Pow", ["a", "g"], ["y"]),
+         helper.make_node("Pow", ["x", "g"], ["z"])],  # not of an Abs: left alone
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 5]) for n in ("y", "z")],
+        [numpy_helper.from_array(g, "g")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.array([[0, 1e-30, 1e-3, 0.5, 2]] * 3, np.float32)[None]
+    before = ort.InferenceSession(proto.SerializeToString()).run(["y"], {"x": x})[0]
+    assert pow_as_exp_log(proto) == 1
+    check_graph(proto)
+    after = ort.InferenceSession(proto.SerializeToString()).run(["y"], {"x": x})[0]
+    assert [n.op_type for n in proto.graph.node] == ["Abs", "Log", "Mul", "Exp", "Pow"]
+    assert np.all(after[:, :, 0] == 0)  # zeros stay exact zeros
+    assert relative_error(after, before) <= tolerance("onnx").rtol
 
 
 def test_bad_options() -> None:
