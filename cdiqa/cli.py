@@ -179,6 +179,159 @@ def serve_cmd(
     serve(bundle, config)
 
 
+def _csv_list(values: list[str]) -> list[str]:
+    """Repeated options that may also hold comma-separated values."""
+    return [x.strip() for v in values for x in v.split(",") if x.strip()]
+
+
+@app.command("distort")
+def distort_cmd(
+    refs: list[Path] = typer.Argument(None, help="Reference image files."),
+    out: Path = typer.Option(..., "--out", help="Folder for the distorted PNGs and pairs.csv."),
+    kinds: list[str] = typer.Option([], help="Distortion names or KADID ids (repeat or comma-"
+                                             "separate); default: the 13 KADID dev types."),
+    levels: list[str] = typer.Option([], help="Levels 1..5 (repeat or comma-separate); default all."),
+    seed: int = typer.Option(0, help="Seed of the run (each pair derives its own)."),
+    builtin: Optional[str] = typer.Option(None, help="Also use a built-in split's tiles: eval, "
+                                                     "heads or train (saved under OUT/refs)."),
+) -> None:
+    """Render distorted copies of reference images and a pairs.csv listing them."""
+    from cdiqa.model.data import render_references
+
+    lv = [int(x) if x.isdigit() else x for x in _csv_list(levels)] or [1, 2, 3, 4, 5]
+    with progress("distort") as advance:
+        csv_path = render_references(refs or [], out, kinds=_csv_list(kinds), levels=lv,
+                                     seed=seed, builtin=builtin,
+                                     progress=lambda i, n: advance(1, total=n))
+    typer.echo(f"wrote {csv_path}")
+
+
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(Path("runs/model.pt"), "--out", help="Checkpoint to write."),
+    refs: Optional[Path] = typer.Option(None, help="Folder of extra reference images."),
+    builtin: bool = typer.Option(True, help="Also train on the built-in training images."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps; default: TrainConfig's."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same weights."),
+    resume: Optional[Path] = typer.Option(None, help="Checkpoint to continue from."),
+    domain: Optional[str] = typer.Option(None, help="Add this domain's degradations."),
+    kinds: str = typer.Option("dev", help="dev (13 KADID dev types) or all (25)."),
+    frontend: str = typer.Option("fixed", help="fixed (opponent gradients) or learned."),
+) -> None:
+    """Train the model label-free on distorted references (no opinion scores)."""
+    from cdiqa.model.network import ModelConfig
+    from cdiqa.model.train import TrainConfig, train
+
+    extra = {"steps": steps} if steps is not None else {}
+    cfg = TrainConfig(refs=str(refs) if refs else None, builtin=builtin, seed=seed,
+                      kinds=kinds, domain=domain, model=ModelConfig(frontend=frontend), **extra)
+    with progress("train", cfg.steps) as advance:
+        result = train(cfg, out, resume=resume, progress=lambda s, n, logs: advance(1))
+    typer.echo(f"wrote {result.checkpoint} ({result.steps} steps, {result.seconds:.0f} s)")
+
+
+@app.command("fit-head")
+def fit_head_cmd(
+    kind: str = typer.Option(..., help="label-free, few-shot or supervised."),
+    pairs: Path = typer.Option(..., help="CSV with ref_path, dist_path [, score]."),
+    out: Path = typer.Option(..., "--out", help="Head JSON to write."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Model; default: the bundled one."),
+) -> None:
+    """Fit a quality head on the features of a pairs file."""
+    from cdiqa.model.heads import fit_head_file
+
+    with progress("features") as advance:
+        head = fit_head_file(kind, pairs, out, checkpoint, lambda i, n: advance(1, total=n))
+    typer.echo(f"wrote {out} ({head.kind}, {head.dim} features)")
+
+
+@app.command("score")
+def score_cmd(
+    ref: Optional[Path] = typer.Argument(None, help="Reference image."),
+    dist: Optional[Path] = typer.Argument(None, help="Distorted image."),
+    pairs: Optional[Path] = typer.Option(None, help="CSV with ref_path, dist_path columns."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --pairs: CSV to write."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Model; default: the bundled one."),
+    head: Optional[Path] = typer.Option(None, help="Head JSON; default: the bundled one."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Quality in [0, 1] (1 = identical) of one pair, or of every row of a pairs CSV."""
+    from cdiqa.errors import ConfigError
+    from cdiqa.model.scoring import score_file, score_pair
+
+    if (pairs is None) == (ref is None or dist is None) or (pairs is not None and ref):
+        raise ConfigError("Arguments for score: expected either REF DIST or --pairs CSV --out "
+                          "CSV. Pass one of the two.")
+    if pairs is None:
+        q = score_pair(ref, dist, checkpoint, head)
+        echo_json({"ref": str(ref), "dist": str(dist), "score": q}) if json_out else \
+            typer.echo(f"{q:.6f}")
+        return
+    if out is None:
+        raise ConfigError("Option for --pairs: got no --out, expected a CSV to write. Add --out.")
+    with progress("score") as advance:
+        q = score_file(pairs, out, checkpoint, head, lambda i, n: advance(1, total=n))
+    echo_json({"out": str(out), "pairs": len(q), "mean_score": float(q.mean())}) if json_out \
+        else typer.echo(f"wrote {out} ({len(q)} pairs)")
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Optional[Path] = typer.Option(None, help="Model; default: the bundled one."),
+    draws: int = typer.Option(20, help="Random draws averaged for each few-shot k."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """KADID-13 development benchmark: heads vs PSNR, SSIM, MS-SSIM, GMSD (see docs)."""
+    from cdiqa.model.evaluate import EvalConfig, evaluate_checkpoint
+
+    def stage(name: str, i: int, n: int) -> None:
+        if i == 1:
+            typer.echo(f"{name} ({n})...", err=True)
+
+    report = evaluate_checkpoint(checkpoint, EvalConfig(few_shot_draws=draws), stage)
+    echo_json(report.to_dict()) if json_out else typer.echo(report.to_markdown())
+
+
+@app.command("build")
+def build_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or int8."),
+    domain: Optional[str] = typer.Option(None, help="Domain whose graph; default: the bundle's."),
+    min_shape: Optional[str] = typer.Option(None, help="Smallest BxHxW (default 1x64x64)."),
+    opt_shape: Optional[str] = typer.Option(None, help="Tuned-for BxHxW (default 1x384x512)."),
+    max_shape: Optional[str] = typer.Option(None, help="Largest BxHxW (default 8x1088x1920)."),
+    profile: Optional[str] = typer.Option(None, help="MIN:OPT:MAX instead of the three shapes."),
+    version_compatible: bool = typer.Option(False, "--version-compatible",
+                                            help="Runs on later TensorRT of the same major."),
+    hardware_compatible: bool = typer.Option(False, "--hardware-compatible",
+                                             help="Runs on any GPU >= sm_80 (Ampere+)."),
+    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file (read, updated)."),
+    plugin_library: Optional[Path] = typer.Option(None, help="C++ plugin .so instead of QDP."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Build a TensorRT engine for this GPU into the bundle (needs TensorRT and a GPU)."""
+    from cdiqa.export.engine import BuildConfig, engine_from_bundle, profile_from_options
+
+    config = BuildConfig(precision=precision, domain=domain,
+                         profile=profile_from_options(profile, min_shape, opt_shape, max_shape),
+                         version_compatible=version_compatible,
+                         hardware_compatible=hardware_compatible,
+                         timing_cache=str(timing_cache) if timing_cache else None,
+                         plugin_library=str(plugin_library) if plugin_library else None)
+    result = engine_from_bundle(bundle, config)
+    echo_json(result.to_dict()) if json_out else typer.echo(
+        f"wrote {result.path} ({'cached' if result.cached else f'{result.seconds:.0f} s'})")
+
+
+@app.command("doctor")
+def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Report GPU, driver, CUDA, TensorRT, cuda-python and ONNX Runtime (each found or why not)."""
+    from cdiqa.runtime.doctor import diagnose, report_dict, report_table
+
+    findings = diagnose()
+    echo_json(report_dict(findings)) if json_out else typer.echo(report_table(findings))
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     bundle: Path = typer.Argument(..., help="Bundle directory (updated atomically)."),
@@ -252,46 +405,6 @@ def stage_progress() -> Iterator:
             bar.update(tasks[stage], completed=done, total=total)
 
         yield advance
-
-
-@app.command("build")
-def build_cmd(
-    bundle: Path = typer.Argument(..., help="Bundle directory."),
-    precision: str = typer.Option("fp32", help="fp32, fp16 or int8."),
-    domain: Optional[str] = typer.Option(None, help="Domain whose graph; default: the bundle's."),
-    min_shape: Optional[str] = typer.Option(None, help="Smallest BxHxW (default 1x64x64)."),
-    opt_shape: Optional[str] = typer.Option(None, help="Tuned-for BxHxW (default 1x384x512)."),
-    max_shape: Optional[str] = typer.Option(None, help="Largest BxHxW (default 8x1088x1920)."),
-    profile: Optional[str] = typer.Option(None, help="MIN:OPT:MAX instead of the three shapes."),
-    version_compatible: bool = typer.Option(False, "--version-compatible",
-                                            help="Runs on later TensorRT of the same major."),
-    hardware_compatible: bool = typer.Option(False, "--hardware-compatible",
-                                             help="Runs on any GPU >= sm_80 (Ampere+)."),
-    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file (read, updated)."),
-    plugin_library: Optional[Path] = typer.Option(None, help="C++ plugin .so instead of QDP."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Build a TensorRT engine for this GPU into the bundle (needs TensorRT and a GPU)."""
-    from cdiqa.export.engine import BuildConfig, engine_from_bundle, profile_from_options
-
-    config = BuildConfig(precision=precision, domain=domain,
-                         profile=profile_from_options(profile, min_shape, opt_shape, max_shape),
-                         version_compatible=version_compatible,
-                         hardware_compatible=hardware_compatible,
-                         timing_cache=str(timing_cache) if timing_cache else None,
-                         plugin_library=str(plugin_library) if plugin_library else None)
-    result = engine_from_bundle(bundle, config)
-    echo_json(result.to_dict()) if json_out else typer.echo(
-        f"wrote {result.path} ({'cached' if result.cached else f'{result.seconds:.0f} s'})")
-
-
-@app.command("doctor")
-def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Report GPU, driver, CUDA, TensorRT, cuda-python and ONNX Runtime (each found or why not)."""
-    from cdiqa.runtime.doctor import diagnose, report_dict, report_table
-
-    findings = diagnose()
-    echo_json(report_dict(findings)) if json_out else typer.echo(report_table(findings))
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ Kinds (``kind`` in the JSON):
 kind           severity g(x)                                           fitted on
 =============  ======================================================  ======================
 label_free     pca:      max(0, w . x) / tau                           unlabeled pairs
-               energy:   ||x|| / (sqrt(D) tau)
+               energy:   sqrt(w . x²) / tau   (w >= 0 per feature)
                whitened: ||x W|| / tau        (W: D x m whitening)
 few_shot       max(0, beta . (x P))        (P: D x m, from label-free)  k labelled pairs
 supervised     max(0, a . h),  h = tanh(x W + b) - tanh(b)              opinion scores
@@ -129,7 +129,8 @@ class LabelFreeHead(Head):
     """Severity from a dimensionality reduction fitted on unlabeled pairs.
 
     ``method``: "pca" (first principal component, sign fixed so distorted pairs project
-    positive), "energy" (RMS of x) or "whitened" (norm of x after a D x m whitening).
+    positive), "energy" (weighted RMS of x, weights >= 0) or "whitened" (norm of x after a
+    D x m whitening).
     """
 
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -145,16 +146,20 @@ class LabelFreeHead(Head):
                                        f"one of {LABEL_FREE_METHODS}", "Refit the head"))
         if not self.tau > 0:
             raise ConfigError(describe("tau", "head", self.kind, self.tau, "> 0", "Refit the head"))
-        want = {"pca": (self.dim,), "energy": (0,), "whitened": (self.dim, None)}[self.method]
+        want = {"pca": (self.dim,), "energy": (self.dim,), "whitened": (self.dim, None)}
+        want = want[self.method]
         got = self.weights.shape
         if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
             raise ConfigError(describe("Weights", "head", self.kind, got, want, "Refit the head"))
+        if self.method == "energy" and not np.all(self.weights >= 0):
+            raise ConfigError(describe("Weights", "head", self.kind, "a negative weight",
+                                       "weights >= 0", "Refit the head"))
 
     def _severity(self, x: np.ndarray) -> np.ndarray:
         if self.method == "pca":
             g = np.maximum(x @ self.weights, 0.0)
         elif self.method == "energy":
-            g = np.sqrt(np.mean(x * x, axis=1))
+            g = np.sqrt((x * x) @ self.weights)
         else:
             p = x @ self.weights
             g = np.sqrt(np.sum(p * p, axis=1))
@@ -246,7 +251,7 @@ def load_head(d: dict) -> Head:
     if kind == "label_free":
         method = d.get("method", "pca")
         kw.update(method=method, tau=float(d.get("tau", 1.0)),
-                  weights=_array(d, "weights", {"pca": 1, "energy": 1}.get(method, 2)))
+                  weights=_array(d, "weights", 2 if method == "whitened" else 1))
     else:
         kw["mos_range"] = tuple(float(x) for x in d.get("mos_range", (1.0, 5.0)))
     try:

@@ -18,7 +18,7 @@ def _heads(rng: np.random.Generator) -> list:
     scale = rng.uniform(0.5, 2.0, D)
     return [
         LabelFreeHead(scale=scale, weights=rng.normal(size=D), method="pca", tau=0.7),
-        LabelFreeHead(scale=scale, weights=np.zeros(0), method="energy", tau=0.3),
+        LabelFreeHead(scale=scale, weights=rng.uniform(0, 1, D), method="energy", tau=0.3),
         LabelFreeHead(scale=scale, weights=rng.normal(size=(D, 3)), method="whitened"),
         FewShotHead(scale=scale, projection=rng.normal(size=(D, 4)), coef=rng.normal(size=4)),
         SupervisedHead(scale=scale, transform="identity", w1=rng.normal(size=(D, 5)),

@@ -9,6 +9,7 @@ codes c_s, degradation codes d_s and decoders G_s (``cdiqa.model.network.Codes``
                         + nl2(G_s(c_s(D), d_s(R)), sg φ_s(R))        do(d := d(R))
     collapse         Σ_s  relu(ρ(φ_s) - ρ(d_s))      ρ(x) = sqrt(nl2(x(D), x(R)))
     ranking          relu(m - (S(D_hi) - S(D_lo)))   S = severity_from_features(v)
+    consistency      var of S over crops that share one (type, level, noise seed)
 
 ``nl2(a, b) = ||a - b||² / (mean_batch ||b||² + ε)`` per sample (normalized L2), averaged;
 ``sg`` is stop-gradient: targets are detached, so no loss can be met by shrinking or
@@ -43,6 +44,7 @@ class LossWeights:
     counterfactual: float = 1.0
     collapse: float = 1.0
     ranking: float = 1.0
+    consistency: float = 0.0
     margin: float = 0.1
 
     def to_dict(self) -> dict:
@@ -124,3 +126,13 @@ def ranking_loss(sev_milder: torch.Tensor, sev_stronger: torch.Tensor, margin: f
         return loss.mean()
     w = valid.to(loss.dtype)
     return (loss * w).sum() / w.sum().clamp_min(1.0)
+
+
+def consistency_loss(severity: torch.Tensor, group: int) -> torch.Tensor:
+    """Variance of S within each run of ``group`` samples that share one distortion.
+
+    The same (type, level, noise) on different content should read as one degradation.
+    0 when the severities of every group agree; > 0 otherwise (and always 0 for group 1).
+    """
+    s = severity.view(-1, group)
+    return (s - s.mean(dim=1, keepdim=True)).pow(2).mean()

@@ -61,7 +61,7 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def image_codes(model: CDIQA, image: np.ndarray) -> Codes:
     """Codes of one float32 RGB (H, W, 3) image."""
-    return model.codes(_tensor(image))
+    return model.codes(_tensor(image).to(next(model.parameters()).device))
 
 
 @torch.no_grad()
@@ -69,7 +69,7 @@ def features_from_codes(model: CDIQA, ref: Codes, dist: Codes,
                         size: tuple[int, int]) -> np.ndarray:
     """v (2D,) float64 of one pair from its two images' codes."""
     v = features_from_stats(*model.stats_from_codes(ref, dist, None, size))
-    return v[0].double().numpy()
+    return v[0].double().cpu().numpy()
 
 
 def pair_features(model: CDIQA, pairs: Iterable[tuple[np.ndarray, np.ndarray]],

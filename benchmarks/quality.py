@@ -1,0 +1,98 @@
+"""KADID-13 development benchmark of the quality heads vs training-free metrics.
+
+    python benchmarks/quality.py [--checkpoint model.pt] [--draws 20] [--write-docs]
+
+Runs ``cdiqa.model.evaluate.evaluate`` (what ``iqa-export eval`` runs): the evaluation
+references (scikit-image's astronaut, chelsea, coffee; 256 px tiles) distorted with the 13
+KADID development types at 5 levels, each pair's target the KADID-10k mean opinion score of
+its (type, level); heads fitted on the disjoint heads split. Prints the table and, with
+``--write-docs``, replaces the section "Quality (KADID-13 development benchmark)" of
+docs/benchmarks.md (and nothing else) with it, the machine, the date and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Quality (KADID-13 development benchmark)"
+
+
+def machine() -> str:
+    """CPU model (from /proc/cpuinfo), core count and load."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+
+
+def section(report, info: str, command: str, seconds: float) -> str:
+    """The Markdown section for docs/benchmarks.md."""
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        SECTION, "",
+        f"- machine: {info}", f"- date: {date}", f"- command: `{command}` ({seconds:.0f} s)",
+        f"- {report.n_pairs} evaluation pairs ({report.n_refs} reference tiles x 13 types x 5 "
+        f"levels), heads fitted on {report.n_fit_pairs} pairs of the disjoint heads split; "
+        "target: the KADID-10k mean opinion score of the pair's (type, level).",
+        "- SRCC/KRCC/PLCC against the targets (PLCC after the 4-parameter logistic); "
+        "'monotone in level': share of (tile, type) sequences whose score never rises with "
+        "severity. Few-shot rows are the mean of random label draws (± SD of SRCC).", "",
+        report.to_markdown(), ""])
+
+
+def write_docs(text: str) -> None:
+    """Replace (or append) this section of docs/benchmarks.md, nothing else."""
+    old = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
+    start = old.find(SECTION + "\n")
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = re.search(r"^## ", old[start + len(SECTION):], re.M)
+        end = start + len(SECTION) + nxt.start() if nxt else len(old)
+        new = old[:start] + text + ("\n" + old[end:] if nxt else "")
+    tmp = DOCS.with_name(f".{DOCS.name}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, DOCS)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled model")
+    p.add_argument("--draws", type=int, default=20, help="few-shot label draws per k")
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    args = p.parse_args(argv)
+
+    from cdiqa.model.evaluate import EvalConfig, evaluate_checkpoint
+
+    info = machine()
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    t0 = time.perf_counter()
+    report = evaluate_checkpoint(args.checkpoint, EvalConfig(few_shot_draws=args.draws),
+                                 lambda stage, i, n: i == 1 and print(f"{stage} ({n})...",
+                                                                      file=sys.stderr))
+    text = section(report, info, command, time.perf_counter() - t0)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=1))
+    if args.write_docs:
+        write_docs(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
