@@ -419,13 +419,18 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as exc:  # click usage errors are handled below
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (unknown command, bad option) come from the click that typer vendors,
+        # so they are recognised by their interface, not by class.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        import traceback
+
+        traceback.print_exc()
+        typer.echo("internal error: this is a bug in cdiqa; please report it with the trace above",
+                   err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
