@@ -27,6 +27,8 @@ _EXTRAS = {
     "cuda.bindings.nvrtc": "cuda",
     "starlette": "serve",
     "uvicorn": "serve",
+    "prometheus_client": "serve",
+    "multipart": "serve",
     "tritonclient.http": "triton",
     "tritonclient.grpc": "triton",
 }

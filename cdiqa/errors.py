@@ -43,4 +43,6 @@ def describe(what: str, kind: str, name: object, got: object, expected: object, 
     >>> describe("Shape", "tensor", "ref", (3, 4), "(B, 3, H, W)", "Pass an RGB batch")
     "Shape for tensor 'ref': got (3, 4), expected (B, 3, H, W). Pass an RGB batch."
     """
-    return f"{what} for {kind} '{name}': got {got}, expected {expected}. {fix.rstrip('.')}."
+    fix = fix.rstrip(".")
+    end = "" if fix.endswith(("?", "!")) else "."
+    return f"{what} for {kind} '{name}': got {got}, expected {expected}. {fix}{end}"

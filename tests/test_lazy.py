@@ -28,3 +28,8 @@ def test_errors_are_one_hierarchy_and_template():
     assert issubclass(BackendUnavailable, CdiqaError)
     msg = describe("Dtype", "tensor", "ref", "int8", "float32", "cast it")
     assert msg == "Dtype for tensor 'ref': got int8, expected float32. cast it."
+
+
+def test_question_hint_gets_no_extra_period():
+    msg = describe("Domain", "bundle", "b", "'medicl'", "a known domain", "Did you mean 'medical'?")
+    assert msg.endswith("Did you mean 'medical'?")
