@@ -56,6 +56,9 @@ FILE_NAMES = {FILE_ONNX: "model.onnx", FILE_ONNX_PLUGIN: "model.plugin.onnx",
               FILE_CHECKPOINT: "model.pt"}
 PROFILES_DIR = "profiles"
 DEFAULT_DOMAIN = "natural"
+#: the default model (cdiqa/assets/default) exported as a bundle, for torch-free scoring;
+#: rebuilt with `iqa-export export --out cdiqa/assets/default/bundle` whenever the model changes
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "assets" / "default" / "bundle"
 DOMAINS_DIR = "domains"
 CALIBRATION_DIR = "calibration"
 #: precisions a graph of the bundle can be in (``Manifest.model_path``)
