@@ -257,18 +257,28 @@ def score_cmd(
 ) -> None:
     """Quality in [0, 1] (1 = identical) of one pair, or of every row of a pairs CSV."""
     from cdiqa.errors import ConfigError
-    from cdiqa.model.scoring import score_file, score_pair
 
     if (pairs is None) == (ref is None or dist is None) or (pairs is not None and ref):
         raise ConfigError("Arguments for score: expected either REF DIST or --pairs CSV --out "
                           "CSV. Pass one of the two.")
     if pairs is None:
-        q = score_pair(ref, dist, checkpoint, head)
+        if checkpoint is None and head is None:  # the default model: the torch-free runtime
+            from cdiqa.manifest import DEFAULT_BUNDLE
+            from cdiqa.runtime import Scorer
+
+            with Scorer.load(DEFAULT_BUNDLE) as scorer:
+                q = scorer.score(ref, dist)
+        else:
+            from cdiqa.model.scoring import score_pair
+
+            q = score_pair(ref, dist, checkpoint, head)
         echo_json({"ref": str(ref), "dist": str(dist), "score": q}) if json_out else \
             typer.echo(f"{q:.6f}")
         return
     if out is None:
         raise ConfigError("Option for --pairs: got no --out, expected a CSV to write. Add --out.")
+    from cdiqa.model.scoring import score_file
+
     with progress("score") as advance:
         q = score_file(pairs, out, checkpoint, head, lambda i, n: advance(1, total=n))
     echo_json({"out": str(out), "pairs": len(q), "mean_score": float(q.mean())}) if json_out \
