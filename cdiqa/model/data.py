@@ -45,7 +45,6 @@ TRAIN_IMAGES = HEAD_IMAGES + ("hubble_deep_field", "immunohistochemistry", "reti
                               "gravel", "cell")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 #: The KADID-10k marginals of the 13 development types, beside the repository
 MARGINALS = Path(__file__).resolve().parents[3] / "shared" / "data" / "kadid_dev_marginals.csv"
 
@@ -90,11 +89,13 @@ def reference_tiles(split: str, size: int = 256, max_tiles: int | None = None,
     With ``max_tiles``, each image keeps only that many tiles: those of most luminance
     contrast (the dark borders of retina and hubble_deep_field hold nothing to score).
     """
+    from cdiqa.metrics import luma
+
     out = {}
     for name, img in builtin_references(split).items():
         items = [(f"{name}_{i}", t) for i, t in enumerate(tiles(img, size))]
         if max_tiles is not None:
-            items.sort(key=lambda it: -float((it[1] @ _LUMA).std()))
+            items.sort(key=lambda it: -float(luma(it[1]).std()))
             items = sorted(items[:max_tiles], key=lambda it: int(it[0].rsplit("_", 1)[1]))
         out.update(items)
     return out

@@ -26,8 +26,8 @@ import torch
 from cdiqa.errors import ConfigError, describe
 from cdiqa.images import atomic_write
 from cdiqa.model import losses as L
-from cdiqa.model.data import PairSampler, builtin_references, dev_kinds, load_reference_folder
-from cdiqa.model.data import step_seed
+from cdiqa.model.data import (PairSampler, builtin_references, dev_kinds, load_reference_folder,
+                              step_seed)
 from cdiqa.model.network import CDIQA, Codes, ModelConfig
 from cdiqa.model.masking import features_from_stats
 
