@@ -140,3 +140,32 @@ def test_cli_errors_exit_1_with_the_message(bundle, tmp_path):
     assert proc.returncode == 1 and "got no image file" in proc.stderr
     proc = run("--domain", "medical", "--method", "kl")
     assert proc.returncode == 1 and "Method for option '--method'" in proc.stderr
+
+
+def test_given_pairs_and_few_shot_labels(bundle, tmp_path):
+    """--pairs feed adaptation, --labels make the profile a few-shot head (no image is
+    scored by a person here: the scores are synthetic, only the code path is tested)."""
+    import csv
+
+    from cdiqa.heads import read_head
+    from cdiqa.images import save_image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        ref = rng.random((72, 80, 3)).astype(np.float32)
+        dist = np.clip(ref + 0.03 * (i + 1) * rng.standard_normal(ref.shape), 0, 1)
+        save_image(tmp_path / f"r{i}.png", ref)
+        save_image(tmp_path / f"d{i}.png", dist.astype(np.float32))
+        rows.append({"ref_path": f"r{i}.png", "dist_path": f"d{i}.png", "score": 5 - 0.6 * i})
+    with open(tmp_path / "pairs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["ref_path", "dist_path", "score"])
+        w.writeheader()
+        w.writerows(rows)
+    report = calibrate(bundle, CalibConfig(domain="neutron", pairs=str(tmp_path / "pairs.csv"),
+                                           labels=str(tmp_path / "pairs.csv"),
+                                           precisions=("fp16",), accept_drop=True, **FAST))
+    m = load_manifest(bundle, verify=True)
+    assert read_head(m.domain_path("neutron")).kind == "few_shot"
+    assert m.domain_models["neutron"].adapted and set(report.gates) == {"fp16"}
+    assert "neutron" not in m.calibration  # no INT8 asked: no cache
