@@ -35,7 +35,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from cdiqa import _lazy
-from cdiqa.calibration.methods import CalibrationCache
+from cdiqa.calibration.methods import CalibrationCache, quiet
 from cdiqa.errors import BackendUnavailable, CalibrationError, describe
 
 QUANTIZERS = ("onnxruntime", "modelopt")
@@ -95,13 +95,14 @@ def qdq_from_cache(graph: str | os.PathLike, cache: CalibrationCache, out: str |
     with tempfile.TemporaryDirectory(prefix="cdiqa-qdq-") as tmp:
         ort_cache = Path(tmp) / "ranges.json"
         q.calibrate.save_tensors_data(cache.tensors_data(), ort_cache)
-        q.quantize_static(
-            str(graph), str(out), calibration_data_reader=None,
-            calibration_cache_path=str(ort_cache), quant_format=q.QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"], nodes_to_quantize=nodes, per_channel=True,
-            activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-            calibrate_method=q.CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        with quiet():
+            q.quantize_static(
+                str(graph), str(out), calibration_data_reader=None,
+                calibration_cache_path=str(ort_cache), quant_format=q.QuantFormat.QDQ,
+                op_types_to_quantize=["Conv"], nodes_to_quantize=nodes, per_channel=True,
+                activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                calibrate_method=q.CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     # the encoder's Relu nodes sit inside the INT8 chain (DQ -> Conv -> Q -> DQ -> Relu -> Q):
     # only the FP32 heads are rewired to the original tensors
     _tidy(Path(out), set(nodes) | {n.name for n in proto.graph.node if n.op_type == "Relu"})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable, Mapping
@@ -179,11 +180,13 @@ def collect_ranges(graph: str | os.PathLike, reader: Iterable[Mapping[str, np.nd
             Path(graph), list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=getattr(q.CalibrationMethod, method.ort_method),
             extra_options=method.ort_options())
-        calibrator.collect_data(ort_reader(counted))
+        with quiet():
+            calibrator.collect_data(ort_reader(counted))
         if counted.n == 0:
             raise CalibrationError(describe("Feeds", "calibration reader", domain, 0,
                                             "at least one", "Give the domain some images"))
-        data = calibrator.compute_data()
+        with quiet():
+            data = calibrator.compute_data()
         del calibrator
     ranges = {}
     for name, td in data.items():
@@ -199,6 +202,24 @@ def collect_ranges(graph: str | os.PathLike, reader: Iterable[Mapping[str, np.nd
     versions["onnxruntime"] = _lazy.onnxruntime().__version__
     return CalibrationCache(domain, method.name, sha256_file(graph), ranges, counted.n,
                             versions)
+
+
+@contextmanager
+def quiet():
+    """Silence ONNX Runtime's quantization prints and root-logger warnings (it suggests a
+    pre-processing step that does not apply to this graph, and prints histogram progress)."""
+    import io
+    import logging
+    from contextlib import redirect_stdout
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 class _Counted:
