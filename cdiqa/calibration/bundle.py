@@ -35,6 +35,7 @@ from cdiqa.calibration.gate import MAX_DROP, check_gates, run_gates
 from cdiqa.calibration.int8 import QUANTIZERS
 from cdiqa.calibration.methods import DEFAULT_METHOD, METHODS
 from cdiqa.errors import CalibrationError, ConfigError, describe
+from cdiqa.export.bundle import replace_dir
 from cdiqa.manifest import (CALIBRATION_DIR, DOMAIN_FILE_NAMES, DOMAINS_DIR, FILE_CHECKPOINT,
                             FILE_ONNX, PROFILES_DIR, DomainModels, GateResult, Manifest,
                             file_entry, load_manifest, save_manifest)
@@ -269,18 +270,6 @@ def _staging(bundle: Path) -> Path:
     return tmp
 
 
-def _swap(tmp: Path, bundle: Path) -> None:
-    """``tmp`` becomes ``bundle``; the old bundle is removed only after that."""
-    old = bundle.with_name(f".{bundle.name}.{os.getpid()}.old")
-    os.replace(bundle, old)
-    try:
-        os.replace(tmp, bundle)
-    except BaseException:
-        os.replace(old, bundle)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _with_domain(manifest: Manifest, root: Path, domain: str, models: DomainModels,
                  cache: bool) -> Manifest:
     domains = dict(manifest.domains)
@@ -320,7 +309,7 @@ def calibrate(bundle: str | os.PathLike, config: CalibConfig,
         result = _calibrate_in(tmp, manifest, config, cal, held, given, labels, report)
         load_manifest(tmp, verify=True)
         check_gates(config.domain, result.gates)
-        _swap(tmp, bundle)
+        replace_dir(tmp, bundle)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -436,7 +425,7 @@ def rebuild_from_cache(bundle: Path, config: CalibConfig, progress: Progress | N
                               created=old.created if old else "")
         save_manifest(_with_domain(manifest, tmp, domain, models, True), tmp)
         load_manifest(tmp, verify=True)
-        _swap(tmp, bundle)
+        replace_dir(tmp, bundle)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -41,6 +41,7 @@ from typing import Literal
 import numpy as np
 
 from cdiqa.errors import ConfigError, describe
+from cdiqa.export.bundle import check_target, replace_dir
 from cdiqa.manifest import DIM_BATCH, FILE_ONNX, INPUT_NAMES, Manifest, TensorSpec, load_manifest
 from cdiqa.runtime.triton_client import (GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE,
                                          TRITON_DTYPES)
@@ -121,7 +122,7 @@ def triton_from_bundle(bundle: str | os.PathLike, out: str | os.PathLike,
     manifest.domain_path(domain)  # ManifestError naming the choices for an unknown domain
     _check(config, manifest, domain)
     out = Path(out)
-    _check_target(out)
+    check_target(out, INFO_FILE, "Triton repository")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -130,7 +131,7 @@ def triton_from_bundle(bundle: str | os.PathLike, out: str | os.PathLike,
         writer(tmp, manifest, domain, config, out.resolve())
         _write_text(tmp / INFO_FILE, json.dumps(_info(manifest, domain, config), indent=2) + "\n")
         _write_text(tmp / README_FILE, readme(out.resolve(), config, manifest, domain))
-        _replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -201,33 +202,6 @@ def _choice(what: str, value: str, choices: tuple[str, ...]) -> None:
 
 def _bad(what: str, got, expected, fix: str) -> ConfigError:
     return ConfigError(describe(what, "Triton repository", "options", got, expected, fix))
-
-
-def _check_target(out: Path) -> None:
-    """Refuse to replace anything but an empty folder or an earlier repository."""
-    if not out.exists():
-        return
-    if out.is_dir() and (not any(out.iterdir()) or (out / INFO_FILE).is_file()):
-        return
-    raise ConfigError(describe("Output", "Triton repository", out,
-                               "an existing file or a folder that is not a repository",
-                               "a new path, an empty folder or an earlier repository",
-                               "Choose another --out"))
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an old repository there goes only after that."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = out.with_name(f".{out.name}.{os.getpid()}.old")
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- repositories ----
