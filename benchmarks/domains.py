@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -28,19 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
+
+from _report import command_line, machine  # noqa: E402
+
 DOMAINS = ("natural", "underwater", "medical", "screen", "neutron")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
 
 
 def speed(bundle: Path, domain: str, sizes, threads: int, budget: float) -> list[dict]:
@@ -114,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     for threads in sorted({1, args.threads}):
         rows += speed(bundle, "underwater" if "underwater" in args.domains else args.domains[0],
                       ((384, 512), (256, 256)), threads, args.budget)
-    command = "python benchmarks/domains.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line(__file__, argv)
     blob = {"machine": header, "date": started, "command": command, "gates": gates,
             "calibrate_seconds": timings, "eval": [r.to_dict() for r in results],
             "speed": rows}

@@ -44,13 +44,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
+
+from _report import DOCS, ROOT, command_line, cpu_model, replace_section, utc_now  # noqa: E402
+
 SECTION = "## Serving"
 BOUNDARY = "cdiqa-load-test-boundary"
 
@@ -127,14 +128,9 @@ def multipart(files: dict[str, bytes]) -> bytes:
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
-def machine() -> dict:
-    model = "unknown CPU"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
-    except (OSError, AttributeError):
-        model = platform.processor() or model
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+def machine_info() -> dict:
+    """CPU model, cores, Python version and load average now (the section's machine line)."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "load_before": os.getloadavg()}
 
 
@@ -339,25 +335,10 @@ def section(summary, info: dict, args, model: str, command: str) -> str:
         f"Micro-batching served {gain:.2f}x the requests/s of batch-1 serving.", ""])
 
 
-def write_docs(text: str) -> None:
-    """Replace (or append) the "Serving" section of docs/benchmarks.md, nothing else."""
-    old = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = re.search(r"^## ", old[start + len(SECTION):], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(old)
-        new = old[:start] + text + ("\n" + old[end:] if nxt else "")
-    tmp = DOCS.with_name(f".{DOCS.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, DOCS)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    info = machine()
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    info = machine_info()
+    command = command_line(__file__, argv)
     with tempfile.TemporaryDirectory(prefix="cdiqa-load-") as tmp:
         bundle, model = resolve_bundle(args.bundle, Path(tmp))
         pairs = make_pairs(bundle, args.pairs, tuple(args.size))
@@ -373,12 +354,12 @@ def main(argv=None) -> int:
                 print("  ", f)
             rounds.append(r)
     info["load_after"] = os.getloadavg()
-    info["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info["date"] = utc_now()
     summary = summarise(rounds)
     print(table(summary))
     text = section(summary, info, args, model, command)
     if args.write_docs:
-        write_docs(text)
+        replace_section(DOCS, SECTION, text)
         print(f"wrote the Serving section of {DOCS}")
     if args.json:
         args.json.write_text(json.dumps({"info": info, "summary": summary, "model": model},

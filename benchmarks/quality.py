@@ -14,37 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
+
+from _report import DOCS, command_line, machine, replace_section, utc_now  # noqa: E402
+
 SECTION = "## Quality (KADID-13 development benchmark)"
-
-
-def machine() -> str:
-    """CPU model (from /proc/cpuinfo), core count and load."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
 
 
 def section(report, info: str, command: str, seconds: float) -> str:
     """The Markdown section for docs/benchmarks.md."""
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         SECTION, "",
-        f"- machine: {info}", f"- date: {date}", f"- command: `{command}` ({seconds:.0f} s)",
+        f"- machine: {info}", f"- date: {utc_now()}", f"- command: `{command}` ({seconds:.0f} s)",
         f"- {report.n_pairs} evaluation pairs ({report.n_refs} reference tiles x 13 types x 5 "
         f"levels), heads fitted on {report.n_fit_pairs} pairs of the disjoint heads split; "
         "target: the KADID-10k mean opinion score of the pair's (type, level).",
@@ -52,21 +37,6 @@ def section(report, info: str, command: str, seconds: float) -> str:
         "'monotone in level': share of (tile, type) sequences whose score never rises with "
         "severity. Few-shot rows are the mean of random label draws (± SD of SRCC).", "",
         report.to_markdown(), ""])
-
-
-def write_docs(text: str) -> None:
-    """Replace (or append) this section of docs/benchmarks.md, nothing else."""
-    old = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = re.search(r"^## ", old[start + len(SECTION):], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(old)
-        new = old[:start] + text + ("\n" + old[end:] if nxt else "")
-    tmp = DOCS.with_name(f".{DOCS.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, DOCS)
 
 
 def main(argv=None) -> int:
@@ -80,7 +50,7 @@ def main(argv=None) -> int:
     from cdiqa.model.evaluate import EvalConfig, evaluate_checkpoint
 
     info = machine()
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    command = command_line(__file__, argv)
     t0 = time.perf_counter()
     report = evaluate_checkpoint(args.checkpoint, EvalConfig(few_shot_draws=args.draws),
                                  lambda stage, i, n: i == 1 and print(f"{stage} ({n})...",
@@ -90,7 +60,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=1))
     if args.write_docs:
-        write_docs(text)
+        replace_section(DOCS, SECTION, text)
     return 0
 
 

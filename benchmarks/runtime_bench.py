@@ -18,7 +18,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
 
+from _report import command_line  # noqa: E402
 from cdiqa.export.bench import BenchConfig, BenchReport, run_bench  # noqa: E402
 
 
@@ -113,7 +115,7 @@ def main() -> None:
 
             bundle = Path(tmp) / "bundle"
             export_bundle(bundle)
-        print(markdown(_runs(bundle, args), "python " + " ".join(sys.argv)))
+        print(markdown(_runs(bundle, args), command_line(__file__)))
 
 
 def _runs(bundle, args) -> dict[int, list[BenchReport]]:

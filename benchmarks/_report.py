@@ -1,0 +1,83 @@
+"""What every benchmark script records beside its numbers, and how it writes docs/benchmarks.md.
+
+docs/benchmarks.md names, for every number, the machine it came from, the date and the command
+that made it; each script owns one "## Section" of it and replaces only that section.
+
+The scripts are run as ``python benchmarks/x.py``, which puts this folder on ``sys.path``;
+they import this module as ``_report``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux); elsewhere what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> str:
+    """CPU model, core count and the 1-minute load average now.
+
+    >>> machine()  # doctest: +SKIP
+    'AMD EPYC, 2 cores, load average 6.6 at start'
+    """
+    return f"{cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+
+
+def utc_now() -> str:
+    """The date line's value: UTC, to the minute (e.g. '2026-11-26 14:09 UTC')."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def command_line(script: str | os.PathLike, argv: list[str] | None = None) -> str:
+    """The command that reproduces this run from the repository root.
+
+    Args:
+        script: the script's ``__file__``; written relative to the repository root.
+        argv: the arguments ``main`` was given; None means the process's (``sys.argv[1:]``).
+
+    >>> command_line(ROOT / "benchmarks" / "quality.py", ["--write-docs"])
+    'python benchmarks/quality.py --write-docs'
+    """
+    path = Path(script).resolve()
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return " ".join(["python", shown.as_posix(), *(sys.argv[1:] if argv is None else argv)])
+
+
+def replace_section(path: str | os.PathLike, heading: str, text: str) -> None:
+    """Replace the section ``heading`` of the Markdown file ``path`` with ``text``, atomically.
+
+    The section runs from the line ``heading`` (e.g. ``"## Serving"``) to the next ``## ``
+    heading (its ``###`` subsections go with it) or the end of the file. ``text`` must start
+    with ``heading`` itself. Without such a section, ``text`` is appended; a missing file is
+    started as ``# Benchmarks``. Everything else is kept byte for byte, and the file is
+    replaced by rename, so a crash leaves the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    old = path.read_text() if path.is_file() else "# Benchmarks\n"
+    found = re.search(rf"^{re.escape(heading)}\n", old, re.M)
+    if found is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        start = found.start()
+        nxt = re.search(r"^## ", old[found.end():], re.M)
+        new = old[:start] + text + ("\n" + old[found.end() + nxt.start():] if nxt else "")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
