@@ -1,4 +1,4 @@
-"""Images in: files and arrays to float32 RGB in [0, 1], H x W x 3 (numpy + Pillow only).
+"""Images in: files, bytes and arrays to float32 RGB in [0, 1], H x W x 3 (numpy + Pillow only).
 
 Conversions, all explicit and done here, never inside the network:
 
@@ -34,20 +34,59 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Raises:
         ImageError: the file is missing, unreadable, corrupt or holds NaN/inf.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"Image file '{path}' does not exist. Check the path.")
+    return _decode(lambda: Image.open(path), str(path))
+
+
+def load_image_bytes(data: bytes, name: str) -> np.ndarray:
+    """Decode the bytes of an image file as float32 RGB in [0, 1], shape (H, W, 3).
+
+    The same decoding as ``load_image`` (the conversions of the table above, EXIF
+    orientation, the same checks and messages), for a file that is already in memory: an
+    upload, an archive member, a database blob.
+
+    Args:
+        data: the whole file's content (PNG, JPEG, TIFF, BMP, ...).
+        name: what error messages call the image (a file name, a form field).
+
+    Raises:
+        ImageError: the bytes are not a complete image file (the decoder's own exception is
+            the ``__cause__``), or float pixels are NaN/inf or outside [0, 1].
+
+    >>> import io
+    >>> from PIL import Image
+    >>> buf = io.BytesIO()
+    >>> Image.new("L", (2, 1), 255).save(buf, format="PNG")
+    >>> load_image_bytes(buf.getvalue(), "white.png").tolist()
+    [[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]]
+    """
+    import io
+
+    from PIL import Image
+
+    return _decode(lambda: Image.open(io.BytesIO(data)), name)
+
+
+def _decode(open_image, name: str) -> np.ndarray:
+    """Open (``open_image()``), decode and convert one image file; errors name ``name``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
-        with Image.open(path) as im:
+        with open_image() as im:
             im.load()
             im = ImageOps.exif_transpose(im)
             arr = _array_from_pil(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"Image file '{path}' cannot be read: {_short(exc)}. "
-                         "Check that it is a complete PNG, JPEG, TIFF or BMP file.") from None
-    return as_image(arr, name=str(path))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
+        # chained, not suppressed: a caller can tell bytes that do not decode (a cause) from
+        # decoded pixels that cannot be scored (as_image below, no cause); the server does
+        raise ImageError(f"Image file '{name}' cannot be read: {_short(exc)}. "
+                         "Check that it is a complete PNG, JPEG, TIFF or BMP file.") from exc
+    return as_image(arr, name=name)
 
 
 def _short(exc: Exception) -> str:

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from cdiqa.errors import ImageError
-from cdiqa.images import as_image, atomic_write, check_pair, load_image, save_image
+from cdiqa.images import (as_image, atomic_write, check_pair, load_image, load_image_bytes,
+                          save_image)
 from cdiqa.masking import MIN_SIZE
 
 
@@ -60,6 +61,63 @@ def test_missing_and_corrupt_files_named(tmp_path):
     trunc.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ImageError, match="trunc.jpg' cannot be read"):
         load_image(trunc)
+
+
+def _files_of_every_kind(tmp_path, rng) -> list:
+    """One file per row of the conversion table (and an EXIF-rotated photo)."""
+    rgb = rng.integers(0, 256, (64, 72, 3), dtype=np.uint8)
+    paths = [_save(tmp_path, "rgb.png", rgb), _save(tmp_path, "l.png", rgb[..., 0]),
+             _save(tmp_path, "rgba.png", np.dstack([rgb, rgb[..., :1]])),
+             _save(tmp_path, "la.png", np.dstack([rgb[..., 0], rgb[..., 1]]), mode="LA")]
+    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(tmp_path / "g16.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(
+        tmp_path / "p.png")
+    Image.fromarray(rgb[..., 1].astype(np.float32) / 255).save(tmp_path / "f.tif")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif)
+    return paths + [tmp_path / n for n in ("g16.png", "p.png", "f.tif", "rotated.jpg")]
+
+
+def test_load_image_bytes_decodes_like_load_image(tmp_path, rng):
+    for path in _files_of_every_kind(tmp_path, rng):
+        from_bytes = load_image_bytes(path.read_bytes(), path.name)
+        assert from_bytes.dtype == np.float32, path.name
+        np.testing.assert_array_equal(from_bytes, load_image(path), err_msg=path.name)
+    assert load_image_bytes((tmp_path / "rotated.jpg").read_bytes(), "r").shape == (72, 64, 3)
+
+
+def test_load_image_bytes_errors_name_the_image(tmp_path, rng):
+    noise = rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    good = _save(tmp_path, "t.png", noise).read_bytes()
+    for data in (b"not an image", good[:200], b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, b""):
+        with pytest.raises(ImageError, match=r"^Image file 'upload\.png' cannot be read: .+\. "
+                                             r"Check that it is a complete PNG") as info:
+            load_image_bytes(data, "upload.png")
+        assert info.value.__cause__ is not None  # the decoder's own error, kept
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good[:200])
+    with pytest.raises(ImageError) as from_file:
+        load_image(bad)
+    with pytest.raises(ImageError) as from_bytes:
+        load_image_bytes(good[:200], str(bad))
+    assert str(from_bytes.value) == str(from_file.value)
+
+
+def test_load_image_bytes_checks_float_pixels_after_decoding(tmp_path):
+    Image.fromarray(np.full((64, 64), 2.0, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ImageError, match=r"Range for image 'f\.tif': got \[2, 2\]") as info:
+        load_image_bytes((tmp_path / "f.tif").read_bytes(), "f.tif")
+    assert info.value.__cause__ is None  # it decoded: the pixels are what is wrong
+
+
+def test_decompression_bomb_is_an_image_error(tmp_path, monkeypatch):
+    data = _save(tmp_path, "big.png", np.zeros((64, 64, 3), np.uint8)).read_bytes()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 > 2 x 1000: a "bomb"
+    with pytest.raises(ImageError, match="'big.png' cannot be read: Image size"):
+        load_image_bytes(data, "big.png")
+    with pytest.raises(ImageError, match="big.png' cannot be read: Image size"):
+        load_image(tmp_path / "big.png")
 
 
 def test_array_checks():

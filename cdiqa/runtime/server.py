@@ -41,12 +41,14 @@ import numpy as np
 
 from cdiqa import _lazy
 from cdiqa.errors import CdiqaError, ConfigError, ImageError, ManifestError, describe
+from cdiqa.images import load_image_bytes
 from cdiqa.masking import MIN_SIZE
 
 log = logging.getLogger("cdiqa.server")
 
 #: image formats the server decodes (Pillow's names)
 FORMATS = ("PNG", "JPEG", "TIFF")
+EXPECTED_IMAGE = "a PNG, JPEG or TIFF file"
 _FIELDS = ("ref", "dist", "domain")
 
 
@@ -339,42 +341,46 @@ def form_domain(request, form, default: str) -> str:
 
 
 def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
-    """PNG/JPEG/TIFF bytes as an array of the file's own dtype (converted by the runtime).
+    """PNG/JPEG/TIFF bytes as float32 RGB in [0, 1], by ``cdiqa.images.load_image_bytes``.
 
-    The pixel count is checked from the header, before the pixels are decoded.
+    The format and the pixel count are checked from the header, before the pixels are decoded.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
-    from cdiqa.images import _array_from_pil  # the one table of file conversions
-
-    expected = "a PNG, JPEG or TIFF file"
+    expected = EXPECTED_IMAGE
     if not data:
         raise ApiError(400, "invalid_image", describe("Image", "field", field, "0 bytes",
                                                       expected, "Attach the file's content"),
                        field)
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format not in FORMATS:
-                raise ApiError(400, "invalid_image", describe(
-                    "Image format", "field", field, im.format, expected,
-                    "Convert the image to PNG"), field)
-            if im.width * im.height > max_pixels:
-                raise ApiError(413, "image_too_large", describe(
-                    "Image size", "field", field, f"{im.width}x{im.height}",
-                    f"at most {max_pixels} pixels", "Downscale or crop the images"), field)
-            im.load()
-            return _array_from_pil(ImageOps.exif_transpose(im))
-    except ApiError:
-        raise
+        with Image.open(io.BytesIO(data)) as im:  # parses the header, decodes no pixel
+            fmt, width, height = im.format, im.width, im.height
     except UnidentifiedImageError:
         raise ApiError(400, "invalid_image", describe(
             "Image", "field", field, f"{len(data)} bytes of no known image format", expected,
             "Send the image file itself, not its path or a text encoding"), field) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _undecodable(field, exc) from None
+    if fmt not in FORMATS:
         raise ApiError(400, "invalid_image", describe(
-            "Image", "field", field, f"bytes that do not decode ({reason})", expected,
-            "Send a complete, uncorrupted image file"), field) from None
+            "Image format", "field", field, fmt, expected, "Convert the image to PNG"), field)
+    if width * height > max_pixels:
+        raise ApiError(413, "image_too_large", describe(
+            "Image size", "field", field, f"{width}x{height}", f"at most {max_pixels} pixels",
+            "Downscale or crop the images"), field)
+    try:
+        return load_image_bytes(data, field)
+    except ImageError as exc:
+        if exc.__cause__ is None:  # it decoded; float pixels NaN/inf or outside [0, 1]
+            raise ApiError(422, "unprocessable_image", str(exc), field) from None
+        raise _undecodable(field, exc.__cause__) from None
+
+
+def _undecodable(field: str, exc: BaseException) -> ApiError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ApiError(400, "invalid_image", describe(
+        "Image", "field", field, f"bytes that do not decode ({reason})",
+        EXPECTED_IMAGE, "Send a complete, uncorrupted image file"), field)
 
 
 # ---- endpoints ----

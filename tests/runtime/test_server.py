@@ -101,6 +101,7 @@ def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(sc
     truncated = png(ref)[:300]
     big = np.random.default_rng(3).integers(0, 255, (600, 600, 3), dtype=np.uint8)
     flat = np.zeros((1000, 1100, 3), np.uint8)  # 1.1 MP but a tiny PNG
+    over = np.linspace(0, 2, 64 * 80, dtype=np.float32).reshape(64, 80)  # decodes, unscoreable
     config = ServeConfig(max_body=400_000, max_pixels=1_000_000, max_pairs=3)
     M = "multipart/form-data; boundary=xyz"
     cases = [  # (what, request kwargs, path, status, code, field, message)
@@ -111,6 +112,8 @@ def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(sc
          400, "invalid_image", "dist", r"Image for field 'dist': got bytes that do not decode"),
         ("gif", {"files": {**good, "ref": ("r.gif", png(ref, "GIF"))}}, "/v1/score", 400,
          "invalid_image", "ref", r"Image format for field 'ref': got GIF, expected a PNG"),
+        ("float tiff out of [0, 1]", {"files": {**good, "ref": ("r.tif", png(over, "TIFF"))}},
+         "/v1/score", 422, "unprocessable_image", "ref", r"Range for image 'ref': got \[0, 2\]"),
         ("mismatched sizes", {"files": {**good, "dist": ("d.png", png(dist[:, :70]))}},
          "/v1/score", 422, "size_mismatch", "dist",
          r"Size for image 'dist': got 70x64, expected 80x64 like 'ref'"),
