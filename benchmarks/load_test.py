@@ -18,7 +18,7 @@ What it does, all on loopback (127.0.0.1) and bounded in requests and seconds:
    streams with prebuilt requests: a cheap client, see ``Connection``), stop the server with
    SIGTERM (it must exit 0 after answering everything).
 4. Every request carries a unique ``X-Request-Id``; a round fails if any response is not 200,
-   carries another id, scores outside ``cdiqa.tolerances`` ("onnx_score") of the in-process
+   carries another id, scores outside ``cdiqa.tolerances`` ("served_score") of the in-process
    score, or if an id is answered twice or never (lost).
 5. Reports requests/s, p50/p99 latency and the server's mean micro-batch size (from
    /metrics) per setting; ``--write-docs`` writes the table into docs/benchmarks.md's
@@ -210,7 +210,7 @@ async def drive(url: str, pairs: list[dict], args) -> dict:
     """Send ``args.requests`` requests from ``args.clients`` clients; check every answer."""
     from cdiqa.tolerances import tolerance
 
-    atol = tolerance("onnx_score").atol
+    atol = tolerance("served_score").atol
     host, port = url.split("//")[1].split(":")
     port = int(port)
     sent: dict[str, int] = {}

@@ -176,7 +176,7 @@ def test_python_flavour_scores_like_the_runtime(python_flavour, scorer, protocol
         served = client.score_batch(refs, dists)
         single = client.score(refs[2], dists[2])
     expected = scorer.score_batch(refs, dists)
-    atol = tolerance("onnx_score").atol
+    atol = tolerance("served_score").atol
     np.testing.assert_allclose(served, expected, atol=atol, rtol=0)
     assert abs(single - expected[2]) <= atol
     assert served[-1] == 1.0  # identical images
@@ -214,4 +214,4 @@ def test_ensemble_head_model_scores_graph_stats(tiny_bundle, scorer, tmp_path):
         server.stop()
     expected = scorer.with_domain("medical").score_batch([p[0] for p in pairs],
                                                          [p[1] for p in pairs])
-    np.testing.assert_allclose(served, expected, atol=tolerance("onnx_score").atol, rtol=0)
+    np.testing.assert_allclose(served, expected, atol=tolerance("served_score").atol, rtol=0)

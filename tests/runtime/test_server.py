@@ -27,7 +27,7 @@ pytest.importorskip("starlette", reason="the server needs cdiqa[serve]")
 httpx = pytest.importorskip("httpx", reason="the tests talk to the server with httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-ATOL = tolerance("onnx_score").atol  # served vs in-process: same graph, other batch shapes
+ATOL = tolerance("served_score").atol
 
 
 def png(a: np.ndarray, fmt: str = "PNG") -> bytes:
