@@ -354,6 +354,7 @@ def calibrate_cmd(
     quantizer: str = typer.Option("onnxruntime", help="onnxruntime or modelopt."),
     adapt: bool = typer.Option(True, help="Label-free fine-tuning on the domain."),
     steps: int = typer.Option(300, help="Adaptation steps."),
+    encoder: bool = typer.Option(True, help="Fine-tune the encoder too while adapting."),
     accept_drop: bool = typer.Option(False, "--accept-drop", help="Keep models whose SRCC "
                                      "drop exceeds 0.01 (recorded in the manifest)."),
     from_cache: bool = typer.Option(False, "--from-cache", help="Rebuild INT8 from the "
@@ -367,7 +368,8 @@ def calibrate_cmd(
     config = CalibConfig(domain=domain, images=str(images) if images else None,
                          pairs=str(pairs) if pairs else None,
                          labels=str(labels) if labels else None, method=method,
-                         quantizer=quantizer, adapt=adapt, steps=steps, accept_drop=accept_drop,
+                         quantizer=quantizer, adapt=adapt, steps=steps, encoder=encoder,
+                         accept_drop=accept_drop,
                          from_cache=from_cache, threads=threads)
     with stage_progress() as advance:
         report = calibrate(bundle, config, progress=advance)

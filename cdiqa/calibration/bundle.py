@@ -64,7 +64,7 @@ class CalibConfig:
         method: INT8 range choice: "minmax" (default), "entropy", "percentile".
         quantizer: "onnxruntime" (static Q/DQ) or "modelopt" (NVIDIA ModelOpt, if installed).
         adapt: fine-tune the model on the domain (False: calibrate the bundle's graph as is).
-        encoder: also fine-tune the encoder.
+        encoder: also fine-tune the encoder (default; see ``cdiqa.calibration.adapt``).
         steps, batch_size, crop, lr, seed: adaptation settings.
         feeds, feed_size: INT8 calibration pairs and their crop size.
         holdout: fraction of source images held out for the gates.
@@ -84,7 +84,7 @@ class CalibConfig:
     method: str = DEFAULT_METHOD
     quantizer: Literal["onnxruntime", "modelopt"] = "onnxruntime"
     adapt: bool = True
-    encoder: bool = False
+    encoder: bool = True
     steps: int = 300
     batch_size: int = 6
     crop: int = 96
@@ -115,6 +115,13 @@ class CalibConfig:
                                        (self.steps, self.feeds, self.batch_size),
                                        "steps >= 0, feeds >= 1, batch_size >= 1",
                                        "Pass positive counts"))
+        from cdiqa.calibration.adapt import ADAPT_GROUP
+
+        if self.adapt and int(self.batch_size) % ADAPT_GROUP:
+            raise ConfigError(describe("Value", "calibration option", "batch_size",
+                                       self.batch_size, f"a multiple of {ADAPT_GROUP}",
+                                       f"Adaptation batches hold groups of {ADAPT_GROUP} crops "
+                                       "sharing one degradation; use e.g. 6"))
         if not 0 < self.holdout < 1:
             raise ConfigError(describe("Value", "calibration option", "holdout", self.holdout,
                                        "a fraction in (0, 1)", "Use e.g. 0.25"))
@@ -228,11 +235,13 @@ def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibCo
     refs = [r.image for r in cal[::step]][:most]
     lad = ladder(refs, kinds, seed=config.seed + 1)
     v = _features(model, lad.pairs() + list(given))
+    channels = model.cfg.channels
     if labels is None:
-        return fit.fit_label_free(v)
+        return fit.fit_label_free(v, channels=channels)
     lab_pairs, mos = labels
     v_lab = _features(model, lab_pairs)
-    return fit.fit_few_shot(np.concatenate([v, v_lab]), v_lab, mos, mos_range=config.mos_range)
+    return fit.fit_few_shot(np.concatenate([v, v_lab]), v_lab, mos, mos_range=config.mos_range,
+                            channels=channels)
 
 
 def _export(model, folder: Path, plugin: bool) -> None:

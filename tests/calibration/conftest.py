@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 #: fast settings: a few adaptation steps, small crops and feeds, one thread
-FAST = dict(steps=2, batch_size=2, crop=64, feeds=4, feed_size=64, threads=1, plugin=False)
+FAST = dict(steps=2, batch_size=3, crop=64, feeds=4, feed_size=64, threads=1, plugin=False)
 
 
 @pytest.fixture(scope="session")
