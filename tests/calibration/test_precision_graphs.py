@@ -7,7 +7,7 @@ import collections
 import numpy as np
 import pytest
 
-from cdiqa.calibration.fp16 import encoder_nodes, fp16_from_fp32
+from cdiqa.calibration.fp16 import FP16_STAGES, encoder_nodes, fp16_from_fp32, fp16_nodes
 from cdiqa.calibration.int8 import qdq_from_cache, quantized_nodes
 from cdiqa.calibration.methods import METHODS, CalibrationCache, collect_ranges, method_named
 from cdiqa.calibration.readers import DomainReader
@@ -56,7 +56,7 @@ def test_fp16_graph_is_strongly_typed_and_close(graph, tmp_path):
     assert onnx.TensorProto.FLOAT16 not in io  # inputs and outputs stay FP32
     convs = {n.name: n for n in half.graph.node if n.op_type == "Conv"}
     inits = {t.name: t.data_type for t in half.graph.initializer}
-    enc = encoder_nodes(proto)
+    enc = fp16_nodes(proto)
     for name, node in convs.items():
         want = onnx.TensorProto.FLOAT16 if name in enc else onnx.TensorProto.FLOAT
         assert inits.get(node.input[1], want) == want, name
@@ -67,6 +67,17 @@ def test_fp16_graph_is_strongly_typed_and_close(graph, tmp_path):
     ref, got = _run(graph, feed), _run(out, feed)
     for a, b in zip(got[:2], ref[:2]):
         assert relative_error(a, b) <= tolerance("onnx", "fp16").rtol
+
+
+def test_fp16_covers_the_high_resolution_stages_only(graph):
+    proto = onnx.load(str(graph))
+    half, enc = fp16_nodes(proto), encoder_nodes(proto)
+    weights = {n.name: n.input[1] for n in proto.graph.node if n.op_type == "Conv"}
+    assert half < enc
+    for name in enc:
+        if name in weights:
+            late = any(f"encoder.stages.{i}." in weights[name] for i in range(FP16_STAGES, 9))
+            assert (name in half) is not late, weights[name]
 
 
 def test_identical_pair_gives_zero_in_every_precision(graph, cache, tmp_path):
