@@ -42,7 +42,9 @@ class DomainReader:
         references: float32 RGB (H, W, 3) images.
         kinds: degradation names (``degradations_for(domain)``).
         count: number of feeds.
-        size: crop side (images smaller than that are used whole).
+        size: crop side; when a reference is smaller, every crop takes the smallest
+            reference side instead, so all feeds share one shape (the histogram methods,
+            percentile and entropy, stack them).
         seed: the only source of randomness.
     """
 
@@ -55,6 +57,11 @@ class DomainReader:
     def __len__(self) -> int:
         return self.count
 
+    @property
+    def crop_size(self) -> int:
+        """Side of every feed: ``size``, or the smallest reference side when that is less."""
+        return min([self.size] + [min(r.shape[:2]) for r in self.references])
+
     def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]:
         from cdiqa.model.distortions import distort
 
@@ -62,7 +69,7 @@ class DomainReader:
         for _ in range(self.count):
             img = self.references[rng.integers(len(self.references))]
             h, w = img.shape[:2]
-            s = min(self.size, h, w)
+            s = self.crop_size
             y, x = rng.integers(h - s + 1), rng.integers(w - s + 1)
             ref = _q8(img[y: y + s, x: x + s])
             kind = self.kinds[rng.integers(len(self.kinds))]

@@ -107,6 +107,17 @@ def test_unknown_method_names_the_choices():
         method_named("entropi")
 
 
+@pytest.mark.parametrize("method", ["percentile", "minmax"])
+def test_references_of_different_sizes_give_feeds_of_one_shape(graph, method):
+    rng = np.random.default_rng(1)
+    refs = [rng.random(shape).astype(np.float32) for shape in ((96, 120, 3), (70, 66, 3))]
+    reader = DomainReader("medical", refs, ("GBLUR",), count=6, size=80, seed=2)
+    shapes = {feed["ref"].shape for feed in reader}
+    assert shapes == {(1, 3, 66, 66)}  # the smallest side, not 80, for every feed
+    cache = collect_ranges(graph, reader, method)  # histograms stack the feeds: one shape
+    assert all(np.isfinite(r).all() for r in cache.ranges.values())
+
+
 def test_empty_reader_is_an_error(graph):
     with pytest.raises(CalibrationError, match="Feeds for calibration reader 'medical': got 0"):
         collect_ranges(graph, _reader(0), "minmax")
