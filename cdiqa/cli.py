@@ -350,7 +350,7 @@ def calibrate_cmd(
                                                      "default: the built-in samples."),
     pairs: Optional[Path] = typer.Option(None, help="CSV ref_path,dist_path of real pairs."),
     labels: Optional[Path] = typer.Option(None, help="CSV with a score column: few-shot head."),
-    method: str = typer.Option("minmax", help="INT8 ranges: minmax, entropy or percentile."),
+    method: str = typer.Option("percentile", help="INT8 ranges: percentile, minmax or entropy."),
     quantizer: str = typer.Option("onnxruntime", help="onnxruntime or modelopt."),
     adapt: bool = typer.Option(True, help="Label-free fine-tuning on the domain."),
     steps: int = typer.Option(300, help="Adaptation steps."),

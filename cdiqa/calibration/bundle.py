@@ -61,7 +61,7 @@ class CalibConfig:
         images: folder of the domain's reference images; None: the built-in samples.
         pairs: CSV (ref_path, dist_path) of real pairs of the domain, used by adaptation.
         labels: CSV (ref_path, dist_path, score): fit a few-shot head on these labels.
-        method: INT8 range choice: "minmax" (default), "entropy", "percentile".
+        method: INT8 range choice: "percentile" (default), "minmax", "entropy".
         quantizer: "onnxruntime" (static Q/DQ) or "modelopt" (NVIDIA ModelOpt, if installed).
         adapt: fine-tune the model on the domain (False: calibrate the bundle's graph as is).
         encoder: also fine-tune the encoder (default; see ``cdiqa.calibration.adapt``).

@@ -78,7 +78,7 @@ class Percentile:
 
 #: method name -> its default settings
 METHODS = {m.name: m for m in (MinMax(), Entropy(), Percentile())}
-DEFAULT_METHOD = "minmax"
+DEFAULT_METHOD = "percentile"
 
 
 def method_named(name: str):
