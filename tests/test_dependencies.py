@@ -109,12 +109,13 @@ def test_cli_help_without_torch() -> None:
         assert command in out.stdout
 
 
-def test_runtime_import_time() -> None:
-    """cdiqa's own share of ``import cdiqa.runtime`` (numpy excluded: ~50 ms on a quiet
-    machine, more on a busy one), in CPU time so that other processes do not count."""
-    code = ("import time; t = time.process_time()\nimport numpy\nt1 = time.process_time()\n"
-            "import cdiqa.runtime\nprint(time.process_time() - t1)")
-    best = min(float(_child(code).stdout) for _ in range(3))
-    # 60 ms: numpy's ~50 ms plus this stays near STYLE.md's 100 ms, with headroom for a loaded
-    # CI machine (48 ms was seen once under load); importing scipy or PIL here costs far more.
-    assert best < 0.06, f"import cdiqa.runtime took {best * 1e3:.0f} ms of CPU beyond numpy"
+def test_runtime_import_pulls_only_the_standard_library() -> None:
+    """What keeps ``import cdiqa.runtime`` fast (STYLE.md: ~100 ms, numpy ~50 of it): beyond
+    numpy it loads only standard-library modules, never scipy, PIL, onnx or another heavy
+    package. (The time itself is a benchmark number: benchmarks/runtime_bench.py prints it;
+    86 ms cold on the idle 2-vCPU machine, docs/benchmarks.md.)"""
+    code = ("import sys\nimport numpy\nbefore = set(sys.modules)\nimport cdiqa.runtime\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
+    loaded = set(_child(code).stdout.split()) - {"cdiqa"}
+    outside = {m for m in loaded if m not in sys.stdlib_module_names}
+    assert not outside, f"import cdiqa.runtime loads non-standard modules: {sorted(outside)}"
