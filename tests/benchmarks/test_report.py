@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-SCRIPTS = ("quality", "domains", "load_test", "runtime_bench")
+SCRIPTS = ("quality", "domains", "domains_cv", "load_test", "runtime_bench")
 
 DOC = """# Benchmarks
 
@@ -118,3 +118,17 @@ def test_scripts_run_from_anywhere(name, tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage:")
+
+
+def test_domains_cv_table_marks_the_best_of_each_domain():
+    spec = importlib.util.spec_from_file_location("domains_cv", BENCHMARKS / "domains_cv.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [{"domain": "screen", "pairs": 90, "images": 9,
+             "srcc": {"natural model": 0.87, "adapted": 0.931, "SSIM": 0.915}},
+            {"domain": "medical", "pairs": 280, "images": 8,
+             "srcc": {"natural model": 0.636, "adapted": 0.6, "SSIM": 0.7}}]
+    lines = mod.to_markdown(rows).splitlines()
+    assert lines[0] == "| domain | natural model | adapted | SSIM |"
+    assert lines[2] == "| screen (90 pairs, 9 images) | 0.870 | **0.931** | 0.915 |"
+    assert lines[3].endswith("| 0.636 | 0.600 | **0.700** |")
