@@ -10,25 +10,15 @@ they import this module as ``_report``.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cdiqa.runtime.bench import cpu_model  # noqa: F401 (part of this module's interface)
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux); elsewhere what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine() -> str:

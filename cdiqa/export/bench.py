@@ -22,8 +22,8 @@ from cdiqa import _lazy
 from cdiqa.errors import CdiqaError
 from cdiqa.manifest import (FILE_CHECKPOINT, FILE_ONNX, INPUT_DIST, INPUT_REF, INPUT_ROI,
                             load_manifest)
-from cdiqa.runtime.bench import (Case, Timing, case_feed, peak_rss_mb, runtime_engines,
-                                 time_engines)
+from cdiqa.runtime.bench import (Case, Timing, case_feed, cpu_model, peak_rss_mb,
+                                 runtime_engines, time_engines)
 
 #: (height, width) of the issue's sizes: 256x256, 512x384, 1920x1080 (W x H)
 SIZES = ((256, 256), (384, 512), (1080, 1920))
@@ -264,19 +264,11 @@ def runtime_import_ms(repeats: int = 3) -> float:
 
 def machine(threads: int | None) -> dict:
     """CPU model, cores and the thread count used."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     versions = {"python": platform.python_version()}
     for name in ("torch", "onnxruntime", "numpy"):
         if _lazy.available(name):
             from importlib.metadata import version
 
             versions[name] = version(name)
-    return {"cpu": model, "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
             "versions": versions}

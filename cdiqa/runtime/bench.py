@@ -12,10 +12,12 @@ process's peak resident memory: what an embedded pipeline would need.
 from __future__ import annotations
 
 import json
+import platform
 import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -78,6 +80,17 @@ def random_pairs(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     ref = rng.random((case.batch, 3, case.height, case.width), np.float32)
     noise = rng.standard_normal(ref.shape, np.float32) * np.float32(0.05)
     return ref, np.clip(ref + noise, 0, 1)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux); elsewhere what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def peak_rss_mb() -> float:
