@@ -164,6 +164,22 @@ def gmsd(ref: np.ndarray, dist: np.ndarray) -> float:
 #: name -> (function, higher_is_better)
 METRICS = {"PSNR": (psnr, True), "SSIM": (ssim, True), "MS-SSIM": (ms_ssim, True),
            "GMSD": (gmsd, False)}
+#: dB given to identical images (an identity level), so that correlations stay finite
+PSNR_CAP = 100.0
+
+
+def pair_scores(pairs, progress=None) -> dict[str, np.ndarray]:
+    """Every metric of every (ref, dist) pair, "higher is better": GMSD negated, PSNR capped
+    at ``PSNR_CAP``. ``progress(done, total)`` is called after each pair."""
+    pairs = list(pairs)
+    out = {name: np.zeros(len(pairs)) for name in METRICS}
+    for i, (ref, dist) in enumerate(pairs):
+        for name, (fn, higher) in METRICS.items():
+            out[name][i] = fn(ref, dist) if higher else -fn(ref, dist)
+        if progress is not None:
+            progress(i + 1, len(pairs))
+    out["PSNR"] = np.minimum(out["PSNR"], PSNR_CAP)
+    return out
 
 
 # ---- correlations -------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from cdiqa import metrics
 from cdiqa.calibration.readers import Ladder
 
 Progress = Callable[[str, int, int], None]
-PSNR_CAP = 100.0
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,8 @@ def monotone(lad: Ladder, scores: np.ndarray) -> float:
 
 
 def metric_scores(lad: Ladder) -> dict[str, np.ndarray]:
-    """PSNR, SSIM, MS-SSIM, GMSD of every pair, higher is better."""
-    out = {}
-    for name, (fn, higher) in metrics.METRICS.items():
-        s = np.array([fn(r, d) for r, d in lad.pairs()], np.float64)
-        out[name] = np.minimum(s, PSNR_CAP) if higher else -s
-    return out
+    """PSNR, SSIM, MS-SSIM, GMSD of every pair, higher is better (``metrics.pair_scores``)."""
+    return metrics.pair_scores(lad.pairs())
 
 
 def _row(lad: Ladder, scores, real: Ladder | None, real_scores) -> Row:

@@ -31,7 +31,6 @@ from cdiqa.model.data import dev_kinds, read_marginals, reference_tiles
 from cdiqa.model.network import CDIQA
 
 Progress = Callable[[str, int, int], None]
-PSNR_CAP = 100.0  # dB for identical images (an identity level), so correlations stay finite
 
 
 @dataclass(frozen=True)
@@ -99,15 +98,9 @@ def render_pairs(split: str, cfg: EvalConfig, progress: Progress | None = None) 
 
 
 def metric_scores(pairs: PairSet, progress: Progress | None = None) -> dict[str, np.ndarray]:
-    """Training-free metrics of every pair, "higher is better" (GMSD negated)."""
-    out = {name: np.zeros(len(pairs)) for name in metrics.METRICS}
-    for i, (ref, dist) in enumerate(pairs.pairs()):
-        for name, (fn, higher) in metrics.METRICS.items():
-            out[name][i] = fn(ref, dist) if higher else -fn(ref, dist)
-        if progress is not None:
-            progress("metrics", i + 1, len(pairs))
-    out["PSNR"] = np.minimum(out["PSNR"], PSNR_CAP)
-    return out
+    """Training-free metrics of every pair, "higher is better" (``metrics.pair_scores``)."""
+    step = None if progress is None else (lambda i, n: progress("metrics", i, n))
+    return metrics.pair_scores(pairs.pairs(), step)
 
 
 def monotone_fraction(pairs: PairSet, scores: np.ndarray) -> float:
