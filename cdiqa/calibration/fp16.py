@@ -36,14 +36,16 @@ FP16_OPS = ("Conv", "Relu")
 FP16_STAGES = 2
 
 
-def encoder_nodes(proto) -> set[str]:
-    """Names of the nodes of the encoder φ: its Conv nodes (weights named ``...encoder...``)
-    and the Relu nodes that follow them. Head, decoder and masking nodes are not included."""
+def encoder_nodes(proto, layers: tuple[str, ...] = ("encoder",)) -> set[str]:
+    """Names of the nodes of the encoder φ: its Conv nodes whose weight name contains one of
+    ``layers`` (default: every ``...encoder...`` weight) and the Relu nodes that follow them.
+    Head, decoder and masking nodes are not included."""
     graph = proto.graph
     producer = {o: n for n in graph.node for o in n.output}
     out = set()
     for node in graph.node:
-        if node.op_type == "Conv" and len(node.input) > 1 and "encoder" in node.input[1]:
+        if node.op_type == "Conv" and len(node.input) > 1 \
+                and any(k in node.input[1] for k in layers):
             out.add(node.name)
         elif node.op_type == "Relu" and node.input[0] in producer \
                 and producer[node.input[0]].name in out:
@@ -55,19 +57,8 @@ def fp16_nodes(proto, stages: int = FP16_STAGES) -> set[str]:
     """The encoder nodes that compute in FP16: front end, stem and the first ``stages``
     stages (their Conv weights named ``encoder.front``, ``encoder.stem``,
     ``encoder.stages.<i>.`` with i < stages), with the Relu nodes that follow them."""
-    enc = encoder_nodes(proto)
-    producer = {o: n for n in proto.graph.node for o in n.output}
-    keep = ("encoder.front", "encoder.stem") + tuple(f"encoder.stages.{i}." for i in
-                                                    range(stages))
-    out = set()
-    for node in proto.graph.node:
-        if node.name not in enc:
-            continue
-        if node.op_type == "Conv" and any(k in node.input[1] for k in keep):
-            out.add(node.name)
-        elif node.op_type == "Relu" and producer[node.input[0]].name in out:
-            out.add(node.name)
-    return out
+    return encoder_nodes(proto, ("encoder.front", "encoder.stem")
+                         + tuple(f"encoder.stages.{i}." for i in range(stages)))
 
 
 def fp16_from_fp32(proto, select: Callable[[object], set[str]] = fp16_nodes):
