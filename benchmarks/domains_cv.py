@@ -36,7 +36,7 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
 
     from cdiqa import metrics
     from cdiqa.calibration.adapt import adapt
-    from cdiqa.calibration.bundle import HEAD_PAIRS, HEAD_REFERENCES
+    from cdiqa.calibration.bundle import head_references
     from cdiqa.calibration.domains import domain_samples
     from cdiqa.calibration.evaluate import metric_scores
     from cdiqa.calibration.readers import ladder
@@ -52,13 +52,11 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
     lad = ladder([r.image for r in refs], kinds, names=[r.name for r in refs], seed=2)
     row_group, pairs = groups[lad.ref_index], lad.pairs()
     adapted = np.zeros(len(lad))
-    most = max(1, min(HEAD_REFERENCES, HEAD_PAIRS // (5 * len(kinds))))
     for g in dict.fromkeys(groups):
         t0 = time.perf_counter()
         cal = [r for r in samples.references if r.group != g]
         tuned = adapt(model, [r.image for r in cal], kinds, steps=steps, seed=0).model
-        fit_lad = ladder([r.image for r in cal[:: max(1, len(cal) // most)]][:most], kinds,
-                         seed=1)
+        fit_lad = ladder(head_references(cal, kinds), kinds, seed=1)
         head = fit.fit_label_free(pair_features(tuned, fit_lad.pairs()),
                                   channels=tuned.cfg.channels)
         rows = np.flatnonzero(row_group == g)

@@ -350,11 +350,14 @@ def calibrate_cmd(
                                                      "default: the built-in samples."),
     pairs: Optional[Path] = typer.Option(None, help="CSV ref_path,dist_path of real pairs."),
     labels: Optional[Path] = typer.Option(None, help="CSV with a score column: few-shot head."),
-    method: str = typer.Option("percentile", help="INT8 ranges: percentile, minmax or entropy."),
+    method: Optional[str] = typer.Option(None, help="INT8 ranges: percentile (default), minmax "
+                                                    "or entropy."),
     quantizer: str = typer.Option("onnxruntime", help="onnxruntime or modelopt."),
     adapt: bool = typer.Option(True, help="Label-free fine-tuning on the domain."),
     steps: int = typer.Option(300, help="Adaptation steps."),
-    encoder: bool = typer.Option(True, help="Fine-tune the encoder too while adapting."),
+    encoder: Optional[bool] = typer.Option(None, "--encoder/--no-encoder",
+                                           help="Fine-tune the encoder too while adapting "
+                                                "(default)."),
     accept_drop: bool = typer.Option(False, "--accept-drop", help="Keep models whose SRCC "
                                      "drop exceeds 0.01 (recorded in the manifest)."),
     from_cache: bool = typer.Option(False, "--from-cache", help="Rebuild INT8 from the "
@@ -365,12 +368,12 @@ def calibrate_cmd(
     from cdiqa.calibration import CalibConfig, calibrate
     from cdiqa.calibration.gate import describe_gate
 
+    chosen = {k: v for k, v in (("method", method), ("encoder", encoder)) if v is not None}
     config = CalibConfig(domain=domain, images=str(images) if images else None,
                          pairs=str(pairs) if pairs else None,
-                         labels=str(labels) if labels else None, method=method,
-                         quantizer=quantizer, adapt=adapt, steps=steps, encoder=encoder,
-                         accept_drop=accept_drop,
-                         from_cache=from_cache, threads=threads)
+                         labels=str(labels) if labels else None, quantizer=quantizer,
+                         adapt=adapt, steps=steps, accept_drop=accept_drop,
+                         from_cache=from_cache, threads=threads, **chosen)
     with stage_progress() as advance:
         report = calibrate(bundle, config, progress=advance)
     typer.echo(f"domain '{report.domain}' of {report.bundle}: adapted={report.adapted}, "

@@ -226,14 +226,18 @@ def _features(model, pairs) -> np.ndarray:
     return pair_features(model, pairs)
 
 
+def head_references(cal: list[Reference], kinds) -> list[np.ndarray]:
+    """The calibration images whose ladders fit the domain head: evenly spaced over ``cal``,
+    at most ``HEAD_REFERENCES`` and ``HEAD_PAIRS`` ladder pairs."""
+    most = max(1, min(HEAD_REFERENCES, HEAD_PAIRS // (5 * len(kinds))))
+    return [r.image for r in cal[:: max(1, len(cal) // most)]][:most]
+
+
 def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibConfig):
     from cdiqa.calibration.readers import ladder
     from cdiqa.model import heads as fit
 
-    most = max(1, min(HEAD_REFERENCES, HEAD_PAIRS // (5 * len(kinds))))
-    step = max(1, len(cal) // most)
-    refs = [r.image for r in cal[::step]][:most]
-    lad = ladder(refs, kinds, seed=config.seed + 1)
+    lad = ladder(head_references(cal, kinds), kinds, seed=config.seed + 1)
     v = _features(model, lad.pairs() + list(given))
     channels = model.cfg.channels
     if labels is None:
