@@ -17,6 +17,11 @@ class ImageError(CdiqaError):
     """An image file or array that cannot be scored as given."""
 
 
+class ImageDecodeError(ImageError):
+    """Bytes or a file that do not decode as an image (the decoder's error is the cause);
+    an ``ImageError`` that is not one of these decoded, but its pixels cannot be scored."""
+
+
 class ShapeError(CdiqaError):
     """A tensor whose shape, rank, dtype or channel count does not fit."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cdiqa.errors import ImageError, describe
+from cdiqa.errors import ImageDecodeError, ImageError, describe
 from cdiqa.masking import MIN_SIZE
 
 
@@ -54,8 +54,9 @@ def load_image_bytes(data: bytes, name: str) -> np.ndarray:
         name: what error messages call the image (a file name, a form field).
 
     Raises:
-        ImageError: the bytes are not a complete image file (the decoder's own exception is
-            the ``__cause__``), or float pixels are NaN/inf or outside [0, 1].
+        ImageDecodeError: the bytes are not a complete image file (the decoder's own
+            exception is the ``__cause__``).
+        ImageError: float pixels are NaN/inf or outside [0, 1].
 
     >>> import io
     >>> from PIL import Image
@@ -82,10 +83,9 @@ def _decode(open_image, name: str) -> np.ndarray:
             arr = _array_from_pil(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
-        # chained, not suppressed: a caller can tell bytes that do not decode (a cause) from
-        # decoded pixels that cannot be scored (as_image below, no cause); the server does
-        raise ImageError(f"Image file '{name}' cannot be read: {_short(exc)}. "
-                         "Check that it is a complete PNG, JPEG, TIFF or BMP file.") from exc
+        raise ImageDecodeError(f"Image file '{name}' cannot be read: {_short(exc)}. "
+                               "Check that it is a complete PNG, JPEG, TIFF or BMP file."
+                               ) from exc
     return as_image(arr, name=name)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cdiqa.errors import ImageError
+from cdiqa.errors import ImageDecodeError, ImageError
 from cdiqa.images import (as_image, atomic_write, check_pair, load_image, load_image_bytes,
                           save_image)
 from cdiqa.masking import MIN_SIZE
@@ -95,6 +95,7 @@ def test_load_image_bytes_errors_name_the_image(tmp_path, rng):
                                              r"Check that it is a complete PNG") as info:
             load_image_bytes(data, "upload.png")
         assert info.value.__cause__ is not None  # the decoder's own error, kept
+        assert isinstance(info.value, ImageDecodeError)
     bad = tmp_path / "bad.png"
     bad.write_bytes(good[:200])
     with pytest.raises(ImageError) as from_file:
@@ -109,6 +110,7 @@ def test_load_image_bytes_checks_float_pixels_after_decoding(tmp_path):
     with pytest.raises(ImageError, match=r"Range for image 'f\.tif': got \[2, 2\]") as info:
         load_image_bytes((tmp_path / "f.tif").read_bytes(), "f.tif")
     assert info.value.__cause__ is None  # it decoded: the pixels are what is wrong
+    assert not isinstance(info.value, ImageDecodeError)
 
 
 def test_decompression_bomb_is_an_image_error(tmp_path, monkeypatch):

@@ -40,7 +40,8 @@ from typing import Callable
 import numpy as np
 
 from cdiqa import _lazy
-from cdiqa.errors import CdiqaError, ConfigError, ImageError, ManifestError, describe
+from cdiqa.errors import (CdiqaError, ConfigError, ImageDecodeError, ImageError, ManifestError,
+                          describe)
 from cdiqa.images import load_image_bytes
 from cdiqa.masking import MIN_SIZE
 
@@ -370,10 +371,10 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
             "Downscale or crop the images"), field)
     try:
         return load_image_bytes(data, field)
-    except ImageError as exc:
-        if exc.__cause__ is None:  # it decoded; float pixels NaN/inf or outside [0, 1]
-            raise ApiError(422, "unprocessable_image", str(exc), field) from None
+    except ImageDecodeError as exc:
         raise _undecodable(field, exc.__cause__) from None
+    except ImageError as exc:  # it decoded; float pixels NaN/inf or outside [0, 1]
+        raise ApiError(422, "unprocessable_image", str(exc), field) from None
 
 
 def _undecodable(field: str, exc: BaseException) -> ApiError:
