@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The read-only ../shared folder beside the repository."""
-    if not SHARED.is_dir():
-        pytest.skip(f"../shared not found at {SHARED}")
-    return SHARED
 
 
 @pytest.fixture(scope="session")

@@ -20,15 +20,21 @@ were measured to transfer badly to photographs (docs/model.md).
 
 Training batches are a pure function of (run seed, step): resuming at step n draws exactly
 the batches an uninterrupted run would have drawn.
+
+The KADID-10k marginals (mean opinion score per (type, level) of the 13 development types)
+are package data, ``cdiqa/assets/kadid/kadid_dev_marginals.csv`` (origin and columns in the
+README beside it), read through ``importlib.resources`` so that an installed wheel has them.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,8 +51,8 @@ TRAIN_IMAGES = HEAD_IMAGES + ("hubble_deep_field", "immunohistochemistry", "reti
                               "gravel", "cell")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
-#: The KADID-10k marginals of the 13 development types, beside the repository
-MARGINALS = Path(__file__).resolve().parents[3] / "shared" / "data" / "kadid_dev_marginals.csv"
+#: The KADID-10k marginals of the 13 development types, shipped in the package
+MARGINALS = resources.files("cdiqa") / "assets" / "kadid" / "kadid_dev_marginals.csv"
 
 
 @lru_cache(maxsize=None)
@@ -148,18 +154,28 @@ def load_reference_folder(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def read_marginals(path: str | os.PathLike | None = None) -> dict[tuple[str, int], float]:
-    """(type_name, level) -> mean opinion score, from the KADID development marginals CSV."""
-    path = Path(path) if path is not None else MARGINALS
-    if not path.is_file():
-        raise ConfigError(f"Marginals file '{path}' does not exist. Pass the path of "
-                          "kadid_dev_marginals.csv (columns type_name, level, mos_mean).")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    """(type_name, level) -> mean opinion score, from the KADID development marginals CSV.
+
+    Args:
+        path: a CSV with columns type_name, level, mos_mean; ``None``: the packaged copy
+            (``MARGINALS``).
+
+    Raises:
+        ConfigError: the file is missing or a row lacks a column or a number.
+    """
+    source = Path(path) if path is not None else MARGINALS
+    if not source.is_file():
+        fix = ("Check the path, or pass no path to use the packaged copy" if path is not None
+               else "The installed cdiqa lacks its package data; reinstall cdiqa")
+        raise ConfigError(describe("File", "KADID marginals", source, "nothing there",
+                                   "a CSV with columns type_name, level, mos_mean", fix))
+    rows = list(csv.DictReader(io.StringIO(source.read_text(encoding="utf-8"), newline="")))
     try:
         return {(r["type_name"], int(r["level"])): float(r["mos_mean"]) for r in rows}
     except (KeyError, ValueError) as exc:
-        raise ConfigError(describe("Columns", "marginals file", path, f"a bad row ({exc})",
-                                   "type_name, level, mos_mean", "Use the shared CSV")) from None
+        fix = "Fix the row, or pass no path to use the packaged copy"
+        raise ConfigError(describe("Columns", "KADID marginals", source, f"a bad row ({exc})",
+                                   "type_name, level, mos_mean", fix)) from None
 
 
 def dev_kinds(path: str | os.PathLike | None = None) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ SMALL = ev.EvalConfig(tile=192, max_tiles=1, few_shot_k=(10,), few_shot_draws=2)
 
 
 @pytest.fixture(scope="module")
-def bench(shared_dir):
+def bench():
     return ev.prepare(SMALL)
 
 
