@@ -1,8 +1,21 @@
 """`iqa-export`: the command line, a thin layer over the library.
 
 Each command parses options, builds a config, calls one public function and prints the
-result. Exit codes: 0 ok, 1 user error (a ``CdiqaError``, printed without a traceback),
-2 internal bug.
+result. Exit codes (set by ``main``, the rule of STYLE.md section 8):
+
+====  ==========================================================================================
+code  when
+====  ==========================================================================================
+0     the command did what was asked (``--help`` included)
+1     a user error: a ``CdiqaError`` (its message on one line, no traceback); a failure a
+      command signals with ``typer.Exit(n)``, n != 0 (``check`` of a damaged bundle) or a
+      library with ``sys.exit(n)``; a usage error (unknown command or option, bad or missing
+      value, no command at all: click alone would exit 2 there, but the user can fix it, so 1);
+      Ctrl-C
+2     an internal bug: any other exception, printed with its traceback
+====  ==========================================================================================
+
+Only a bug exits 2, so a CI gate can tell "fix your input" from "report this".
 """
 
 from __future__ import annotations
@@ -422,30 +435,44 @@ def stage_progress() -> Iterator:
         yield advance
 
 
+def _status(code: object) -> int:
+    """The exit status of what a command signalled: 0 for success (``None``, 0), else 1."""
+    return 1 if isinstance(code, int) and code != 0 else 0
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """A usage error (unknown command, bad option) of the click that typer vendors; recognised
+    by its interface (``show``, ``exit_code``), since the class moved with typer's vendoring."""
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
 def main() -> None:
-    """Console entry point: user errors exit 1 with one line, bugs exit 2."""
+    """Console entry point: 0 ok, 1 user error (one line, no traceback), 2 bug (traceback)."""
     try:
-        app(standalone_mode=False)
+        # not standalone: typer returns a typer.Exit's code (and Ctrl-C's 130) instead of
+        # exiting, and raises usage errors, so every outcome is mapped here, in one place
+        code = app(standalone_mode=False)
     except CdiqaError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except (typer.Exit, SystemExit) as exc:
-        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)
+        code = 1
+    except SystemExit as exc:  # sys.exit() in a library (uvicorn on a busy port), typer on EPIPE
+        if isinstance(exc.code, str):
+            typer.echo(exc.code, err=True)
+        code = 1 if isinstance(exc.code, str) else exc.code
     except typer.Abort:
         typer.echo("aborted", err=True)
-        sys.exit(1)
+        code = 1
     except Exception as exc:
-        # Usage errors (unknown command, bad option) come from the click that typer vendors,
-        # so they are recognised by their interface, not by class.
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
-        import traceback
+        if not _is_usage_error(exc):
+            import traceback
 
-        traceback.print_exc()
-        typer.echo("internal error: this is a bug in cdiqa; please report it with the trace above",
-                   err=True)
-        sys.exit(2)
+            traceback.print_exc()
+            typer.echo("internal error: this is a bug in cdiqa; please report it with the trace "
+                       "above", err=True)
+            sys.exit(2)
+        exc.show()
+        code = 1
+    sys.exit(_status(code))
 
 
 if __name__ == "__main__":
