@@ -15,10 +15,12 @@
 from cdiqa.model.distortions._util import LEVELS, DistortionType
 from cdiqa.model.distortions.domains import DOMAIN_DEGRADATIONS, DOMAIN_TYPES, degradations_for
 from cdiqa.model.distortions.kadid import (
+    KADID_CATEGORIES,
     KADID_TYPES,
     distort,
     distortion_type,
     jpeg2000_available,
+    kadid_category,
     kadid_type,
 )
 from cdiqa.model.distortions.render import PAIRS_COLUMNS, Pair, pair_seed, read_pairs, render_set
@@ -26,6 +28,7 @@ from cdiqa.model.distortions.render import PAIRS_COLUMNS, Pair, pair_seed, read_
 __all__ = [
     "DOMAIN_DEGRADATIONS",
     "DOMAIN_TYPES",
+    "KADID_CATEGORIES",
     "KADID_TYPES",
     "LEVELS",
     "PAIRS_COLUMNS",
@@ -35,6 +38,7 @@ __all__ = [
     "distort",
     "distortion_type",
     "jpeg2000_available",
+    "kadid_category",
     "kadid_type",
     "pair_seed",
     "read_pairs",

@@ -525,4 +525,16 @@ KADID_TYPES: tuple[DistortionType, ...] = (
     _t(25, "Contrast_Change", contrast_change, [0.3, 0.15, 0, -0.4, -0.6], identity_level=3),
 )
 
+#: KADID-10k's seven categories of distortion types, by type id (its paper's Table 1)
+KADID_CATEGORIES: dict[str, range] = {
+    "blur": range(1, 4), "colour": range(4, 9), "compression": range(9, 11),
+    "noise": range(11, 16), "brightness": range(16, 19), "spatial": range(19, 24),
+    "sharpness-contrast": range(24, 26)}
+
+
+def kadid_category(kind: str | int | DistortionType) -> str:
+    """The KADID-10k category of a KADID type ("blur", "colour", ...)."""
+    t = kadid_type(kind.id if isinstance(kind, DistortionType) else kind)
+    return next(c for c, ids in KADID_CATEGORIES.items() if t.id in ids)
+
 _BY_NAME = {t.name: t for t in KADID_TYPES}
