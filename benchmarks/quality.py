@@ -1,13 +1,15 @@
-"""KADID-13 development benchmark of the quality heads vs training-free metrics.
+"""Development benchmark of the model's heads vs the classical metrics (512 x 384 references).
 
-    python benchmarks/quality.py [--checkpoint model.pt] [--draws 20] [--write-docs]
+    iqa-export fetch-devset                     # once: the references, into a cache
+    python benchmarks/quality.py [--checkpoint model.pt] [--refs DIR] [--draws 20] [--write-docs]
 
-Runs ``cdiqa.model.evaluate.evaluate`` (what ``iqa-export eval`` runs): the evaluation
-references (scikit-image's astronaut, chelsea, coffee; 256 px tiles) distorted with the 13
-KADID development types at 5 levels, each pair's target the KADID-10k mean opinion score of
-its (type, level); heads fitted on the disjoint heads split. Prints the table and, with
-``--write-docs``, replaces the section "Quality (KADID-13 development benchmark)" of
-docs/benchmarks.md (and nothing else) with it, the machine, the date and the command.
+Runs ``cdiqa.model.evaluate`` (what ``iqa-export eval`` runs): the 12 test photographs of the
+development set (``cdiqa.model.devset``, 512 x 384 like KADID-10k) distorted with the 13 KADID
+development types at 5 levels, each pair's target the KADID-10k mean opinion score of its
+(type, level); heads fitted on the disjoint tune split, also in leave-category-out folds;
+HaarPSI, MDSI, VSI, GMSD, MS-SSIM, SSIM and PSNR in the same run. Prints the tables and, with
+``--write-docs``, replaces the section "Quality (development benchmark)" of docs/benchmarks.md
+(and nothing else) with them, the machine, the date and the command.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when l
 
 from _report import DOCS, command_line, machine, replace_section, utc_now  # noqa: E402
 
-SECTION = "## Quality (KADID-13 development benchmark)"
+SECTION = "## Quality (development benchmark)"
 
 
 def section(report, info: str, command: str, seconds: float) -> str:
@@ -30,18 +32,21 @@ def section(report, info: str, command: str, seconds: float) -> str:
     return "\n".join([
         SECTION, "",
         f"- machine: {info}", f"- date: {utc_now()}", f"- command: `{command}` ({seconds:.0f} s)",
-        f"- {report.n_pairs} evaluation pairs ({report.n_refs} reference tiles x 13 types x 5 "
-        f"levels), heads fitted on {report.n_fit_pairs} pairs of the disjoint heads split; "
+        f"- {report.n_pairs} test pairs ({report.n_refs} whole 512x384 references x 13 types x "
+        f"5 levels), heads fitted on {report.n_fit_pairs} pairs of the disjoint tune split; "
         "target: the KADID-10k mean opinion score of the pair's (type, level).",
-        "- SRCC/KRCC/PLCC against the targets (PLCC after the 4-parameter logistic); "
-        "'monotone in level': share of (tile, type) sequences whose score never rises with "
-        "severity. Few-shot rows are the mean of random label draws (± SD of SRCC).", "",
+        "- SRCC/KRCC/PLCC against the targets (PLCC after the 4-parameter logistic), the SRCC's "
+        "95% bootstrap interval over test references; 'monotone in level': share of "
+        "(reference, type) sequences whose score never rises with severity; leave-category-out: "
+        "each head refitted without a KADID category and scored on it (pooled over all pairs / "
+        "mean within categories). Few-shot rows are the mean of random label draws (± SD).", "",
         report.to_markdown(), ""])
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled model")
+    p.add_argument("--refs", type=Path, default=None, help="fetched development set")
     p.add_argument("--draws", type=int, default=20, help="few-shot label draws per k")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
@@ -52,7 +57,8 @@ def main(argv=None) -> int:
     info = machine()
     command = command_line(__file__, argv)
     t0 = time.perf_counter()
-    report = evaluate_checkpoint(args.checkpoint, EvalConfig(few_shot_draws=args.draws),
+    cfg = EvalConfig(refs=str(args.refs) if args.refs else None, few_shot_draws=args.draws)
+    report = evaluate_checkpoint(args.checkpoint, cfg,
                                  lambda stage, i, n: i == 1 and print(f"{stage} ({n})...",
                                                                       file=sys.stderr))
     text = section(report, info, command, time.perf_counter() - t0)

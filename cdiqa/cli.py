@@ -301,18 +301,35 @@ def score_cmd(
 @app.command("eval")
 def eval_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="Model; default: the bundled one."),
+    refs: Optional[Path] = typer.Option(None, help="Fetched development set (default: "
+                                                   "$CDIQA_DEVSET or ~/.cache/cdiqa/devset)."),
+    max_refs: Optional[int] = typer.Option(None, help="Only the first n references of each "
+                                                      "split (quick runs)."),
     draws: int = typer.Option(20, help="Random draws averaged for each few-shot k."),
+    bootstrap: int = typer.Option(1000, help="Resamples of the test references (SRCC CI)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """KADID-13 development benchmark: heads vs PSNR, SSIM, MS-SSIM, GMSD (see docs)."""
+    """Development benchmark (512x384 references, 13 KADID types) vs HaarPSI, MDSI, GMSD..."""
     from cdiqa.model.evaluate import EvalConfig, evaluate_checkpoint
 
-    def stage(name: str, i: int, n: int) -> None:
-        if i == 1:
-            typer.echo(f"{name} ({n})...", err=True)
-
-    report = evaluate_checkpoint(checkpoint, EvalConfig(few_shot_draws=draws), stage)
+    cfg = EvalConfig(refs=str(refs) if refs else None, max_refs=max_refs,
+                     few_shot_draws=draws, bootstrap=bootstrap)
+    with stage_progress() as advance:
+        report = evaluate_checkpoint(checkpoint, cfg, advance)
     echo_json(report.to_dict()) if json_out else typer.echo(report.to_markdown())
+
+
+@app.command("fetch-devset")
+def fetch_devset_cmd(
+    out: Optional[Path] = typer.Option(None, help="Cache folder (default: $CDIQA_DEVSET or "
+                                                  "~/.cache/cdiqa/devset)."),
+) -> None:
+    """Fetch the development set's references (Debian packages + scikit-image) into a cache."""
+    from cdiqa.model.devset import fetch
+
+    with stage_progress() as advance:
+        folder = fetch(out, advance)
+    typer.echo(f"wrote {folder}")
 
 
 @app.command("build")
@@ -421,10 +438,11 @@ def eval_domain_cmd(
 def stage_progress() -> Iterator:
     """Rich progress bars on stderr, one per stage; yields ``advance(stage, done, total)``."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
 
     with Progress(TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(),
-                  console=Console(stderr=True)) as bar:
+                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         tasks: dict = {}
 
         def advance(stage: str, done: int, total: int) -> None:

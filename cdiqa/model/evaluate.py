@@ -1,20 +1,28 @@
-"""The KADID-13 development benchmark: model heads against training-free metrics.
+"""The development benchmark: whole 512 x 384 references, KADID-10k's way, vs classical metrics.
 
 ::
 
-    eval images (data.EVAL_IMAGES) ─► 256 px tiles ─► 13 dev types x 5 levels ─► 8-bit pairs
-    heads images (data.HEAD_IMAGES) ─► the same ─► pairs that fit the heads
+    test references (devset "test", 12 photographs) ─► 13 dev types x 5 levels ─► 8-bit pairs
+    tune references (devset "tune", disjoint)       ─► the same ─► pairs that fit the heads
     target of a pair = KADID-10k mean opinion score of its (type, level)  (the marginals CSV)
 
-    label-free head    fitted on the heads pairs' features, no label read
-    few-shot k         k random heads pairs labelled, averaged over ``draws`` random draws
-    supervised         every heads pair labelled
-    PSNR, SSIM, MS-SSIM, GMSD on the eval pairs of the same run
+    shipped head       the model's own head, as ``iqa-export score`` uses it
+    label-free         fitted on the tune pairs' features, no label read
+    few-shot k         k random tune pairs labelled, averaged over ``draws`` random draws
+    supervised         every tune pair labelled
+    HaarPSI, MDSI, VSI, GMSD, MS-SSIM, SSIM, PSNR on the test pairs of the same run
 
-Reported per method: SRCC, KRCC, PLCC (4-parameter logistic) against the targets, and the
-fraction of (reference tile, type) sequences whose score never rises with severity (the
-order of ``DistortionType.severity_pairs``; Mean_Shift's two sides separately). The
-evaluation images are never trained on and never label a head (see ``cdiqa.model.data``).
+Reported per method: SRCC, KRCC, PLCC (4-parameter logistic) against the targets, a 95 %
+bootstrap interval of SRCC over test references (resampled with replacement, the same draws
+for every method), SRCC within each KADID category, and the fraction of (reference, type)
+sequences whose score never rises with severity (``DistortionType.severity_pairs``).
+
+Leave-category-out folds: every fitted head is fitted again once per KADID category of the
+development types, on the tune pairs of the other categories only, and scores the test pairs
+of the held category. ``folds`` is the SRCC of those held-out predictions pooled over all
+test pairs, ``folds_mean`` the mean of the within-category SRCCs; for methods that fit nothing
+they are the same numbers computed on their plain scores. This is the protocol's answer to
+"12 KADID types are held out of this project": a head is judged on types it was not fitted on.
 """
 
 from __future__ import annotations
@@ -27,21 +35,31 @@ import numpy as np
 from cdiqa import metrics
 from cdiqa.heads import Head
 from cdiqa.model import heads as fit
-from cdiqa.model.data import dev_kinds, read_marginals, reference_tiles
-from cdiqa.model.network import CDIQA
+from cdiqa.model.data import dev_kinds, read_marginals
 
 Progress = Callable[[str, int, int], None]
+#: features of a pair set: (pairs, stage name for progress) -> v (N, D)
+Featurizer = Callable[["PairSet", str], np.ndarray]
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Options of the benchmark."""
+    """Options of the benchmark.
 
-    tile: int = 256
-    max_tiles: int = 4
+    Attributes:
+        refs: fetched development set (``iqa-export fetch-devset``); None: the default cache.
+        max_refs: use only the first n references of each split (smoke runs).
+        bootstrap: resamples of the test references for the SRCC interval.
+        supervised_steps: optimiser steps of each supervised MLP fit (7 fits: all + folds).
+    """
+
+    refs: str | None = None
+    max_refs: int | None = None
     seed: int = 0
     few_shot_k: tuple[int, ...] = (10, 50)
     few_shot_draws: int = 20
+    bootstrap: int = 1000
+    supervised_steps: int = 2000
     marginals: str | None = None
 
     def to_dict(self) -> dict:
@@ -68,18 +86,25 @@ class PairSet:
         """(ref, dist) per row, grouped by reference."""
         return ((self.refs[i], d) for i, d in zip(self.ref_index, self.dists))
 
+    @property
+    def categories(self) -> np.ndarray:
+        """KADID category of every row."""
+        from cdiqa.model.distortions import kadid_category
 
-def render_pairs(split: str, cfg: EvalConfig, progress: Progress | None = None) -> PairSet:
-    """Distort the tiles of ``split`` with the 13 dev types at 5 levels (8-bit, seeded)."""
+        return np.array([kadid_category(k) for k in self.kinds])
+
+
+def render_pairs(refs: dict[str, np.ndarray], cfg: EvalConfig, stage: str = "render",
+                 progress: Progress | None = None) -> PairSet:
+    """Distort ``refs`` with the 13 dev types at 5 levels (8-bit, seeded)."""
     from cdiqa.model.distortions import distort, pair_seed
 
     marg = read_marginals(cfg.marginals)
     kinds = dev_kinds(cfg.marginals)
-    tiles = reference_tiles(split, cfg.tile, cfg.max_tiles)
     out = PairSet([], np.zeros(0, int), [], [], np.zeros(0, int), np.zeros(0), [])
     idx, levels, mos = [], [], []
-    total = len(tiles) * len(kinds) * 5
-    for r, (name, ref) in enumerate(tiles.items()):
+    total = len(refs) * len(kinds) * 5
+    for r, (name, ref) in enumerate(refs.items()):
         ref = np.round(ref * 255) / np.float32(255)
         out.refs.append(ref)
         out.ref_names.append(name)
@@ -92,7 +117,7 @@ def render_pairs(split: str, cfg: EvalConfig, progress: Progress | None = None) 
                 levels.append(lv)
                 mos.append(marg[(kind, lv)])
                 if progress is not None:
-                    progress(f"render {split}", len(out.dists), total)
+                    progress(stage, len(out.dists), total)
     out.ref_index, out.levels, out.mos = np.array(idx), np.array(levels), np.array(mos)
     return out
 
@@ -104,7 +129,7 @@ def metric_scores(pairs: PairSet, progress: Progress | None = None) -> dict[str,
 
 
 def monotone_fraction(pairs: PairSet, scores: np.ndarray) -> float:
-    """Fraction of (tile, type) sequences whose score never rises with the severity order."""
+    """Fraction of (reference, type) sequences whose score never rises with the severity order."""
     from cdiqa.model.distortions import distortion_type
 
     ok, n = 0, 0
@@ -119,34 +144,31 @@ def monotone_fraction(pairs: PairSet, scores: np.ndarray) -> float:
     return ok / n
 
 
-@dataclass
-class EvalReport:
-    """Correlations and monotonicity of every method; ``rows[name] = {SRCC, KRCC, PLCC, ...}``."""
-
-    rows: dict[str, dict[str, float]]
-    n_pairs: int
-    n_refs: int
-    n_fit_pairs: int
-    config: dict
-
-    def to_dict(self) -> dict:
-        """JSON-friendly form."""
-        return asdict(self)
-
-    def to_markdown(self) -> str:
-        """The results as a Markdown table."""
-        lines = ["| method | SRCC | KRCC | PLCC | monotone in level |",
-                 "|---|---|---|---|---|"]
-        for name, r in self.rows.items():
-            sd = f" ± {r['SRCC_sd']:.3f}" if "SRCC_sd" in r else ""
-            lines.append(f"| {name} | {r['SRCC']:.3f}{sd} | {r['KRCC']:.3f} | {r['PLCC']:.3f} "
-                         f"| {100 * r['monotone']:.1f}% |")
-        return "\n".join(lines)
+def bootstrap_rows(pairs: PairSet, n: int, seed: int) -> list[np.ndarray]:
+    """Row indices of ``n`` resamples of the references (with replacement)."""
+    by_ref = [np.flatnonzero(pairs.ref_index == r) for r in range(len(pairs.refs))]
+    rng = np.random.default_rng([seed, 7])
+    return [np.concatenate([by_ref[i] for i in rng.integers(0, len(by_ref), len(by_ref))])
+            for _ in range(n)]
 
 
-def _row(pairs: PairSet, scores: np.ndarray) -> dict[str, float]:
+def category_srcc(pairs: PairSet, scores: np.ndarray) -> dict[str, float]:
+    """SRCC against the targets within each KADID category."""
+    cats = pairs.categories
+    return {c: metrics.srcc(scores[cats == c], pairs.mos[cats == c]) for c in dict.fromkeys(cats)}
+
+
+def _row(pairs: PairSet, scores: np.ndarray, boot: list[np.ndarray],
+         held_out: np.ndarray | None = None) -> dict:
     r = metrics.correlations(scores, pairs.mos)
+    draws = [metrics.srcc(scores[i], pairs.mos[i]) for i in boot]
+    if draws:
+        r["SRCC_lo"], r["SRCC_hi"] = (float(x) for x in np.percentile(draws, [2.5, 97.5]))
     r["monotone"] = monotone_fraction(pairs, scores)
+    r["categories"] = category_srcc(pairs, scores)
+    folds = scores if held_out is None else held_out
+    r["folds"] = metrics.srcc(folds, pairs.mos)
+    r["folds_mean"] = float(np.mean(list(category_srcc(pairs, folds).values())))
     return r
 
 
@@ -157,65 +179,154 @@ LABEL_FREE_VARIANTS = {
     "label-free, PCA first component": {"method": "pca"},
 }
 
+#: a head fitter: (tune features, tune pairs, rows of the tune set to use) -> head(s)
+Fitter = Callable[[np.ndarray, PairSet, np.ndarray], list[Head]]
 
-def head_rows(v_eval: np.ndarray, v_fit: np.ndarray, evals: PairSet, fits: PairSet,
-              cfg: EvalConfig, channels) -> dict[str, dict[str, float]]:
-    """Fit every head on the fit pairs and evaluate it on the eval pairs."""
-    rows = {}
+
+def _fitters(cfg: EvalConfig, channels) -> dict[str, Fitter]:
+    out: dict[str, Fitter] = {}
     for name, kw in LABEL_FREE_VARIANTS.items():
-        head = fit.fit_label_free(v_fit, channels=channels, **kw)
-        rows[name] = _row(evals, head.score(v_eval))
+        out[name] = lambda v, ps, rows, kw=kw: [fit.fit_label_free(v[rows], channels=channels,
+                                                                   **kw)]
     for k in cfg.few_shot_k:
-        draws = []
-        for d in range(cfg.few_shot_draws):
-            pick = np.random.default_rng([cfg.seed, k, d]).choice(len(fits), k, replace=False)
-            head: Head = fit.fit_few_shot(v_fit, v_fit[pick], fits.mos[pick],
-                                          groups=fits.ref_index[pick], channels=channels)
-            draws.append(_row(evals, head.score(v_eval)))
-        row = {key: float(np.mean([r[key] for r in draws])) for key in draws[0]}
-        row["SRCC_sd"] = float(np.std([r["SRCC"] for r in draws]))
-        rows[f"few-shot, k={k} (mean of {cfg.few_shot_draws} draws)"] = row
-    head = fit.fit_supervised(v_fit, fits.mos, seed=cfg.seed)
-    rows[f"supervised MLP ({len(fits)} labels)"] = _row(evals, head.score(v_eval))
+        def few(v, ps, rows, k=k):
+            heads = []
+            for d in range(cfg.few_shot_draws):
+                pick = np.random.default_rng([cfg.seed, k, d]).choice(rows, k, replace=False)
+                heads.append(fit.fit_few_shot(v[rows], v[pick], ps.mos[pick],
+                                              groups=ps.ref_index[pick], channels=channels))
+            return heads
+        out[f"few-shot, k={k} (mean of {cfg.few_shot_draws} draws)"] = few
+    out["supervised MLP (every tune pair labelled)"] = (
+        lambda v, ps, rows: [fit.fit_supervised(v[rows], ps.mos[rows], seed=cfg.seed,
+                                                steps=cfg.supervised_steps)])
+    return out
+
+
+def _mean_rows(rows: list[dict]) -> dict:
+    out = {k: float(np.mean([r[k] for r in rows])) for k, v in rows[0].items()
+           if isinstance(v, float)}
+    out["categories"] = {c: float(np.mean([r["categories"][c] for r in rows]))
+                         for c in rows[0]["categories"]}
+    if len(rows) > 1:
+        out["SRCC_sd"] = float(np.std([r["SRCC"] for r in rows]))
+    return out
+
+
+def head_rows(v_test: np.ndarray, v_tune: np.ndarray, bench: "Benchmark", cfg: EvalConfig,
+              channels) -> dict[str, dict]:
+    """Fit every head on the tune pairs (all, and leave-category-out) and score the test pairs."""
+    test, tune = bench.test, bench.tune
+    tune_cats, test_cats = tune.categories, test.categories
+    rows = {}
+    for name, fitter in _fitters(cfg, channels).items():
+        heads = fitter(v_tune, tune, np.arange(len(tune)))
+        held = np.zeros((len(heads), len(test)))
+        for cat in dict.fromkeys(test_cats):
+            fold = fitter(v_tune, tune, np.flatnonzero(tune_cats != cat))
+            for d, head in enumerate(fold):
+                held[d, test_cats == cat] = head.score(v_test[test_cats == cat])
+        rows[name] = _mean_rows([_row(test, h.score(v_test), bench.boot, held[d])
+                                 for d, h in enumerate(heads)])
     return rows
 
 
 @dataclass
-class Benchmark:
-    """Rendered pairs and metric scores, reusable across the models being compared."""
+class EvalReport:
+    """Correlations of every method; ``rows[name] = {SRCC, KRCC, PLCC, ..., categories}``."""
 
-    evals: PairSet
-    fits: PairSet
+    rows: dict[str, dict]
+    n_pairs: int
+    n_refs: int
+    n_fit_pairs: int
+    config: dict
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form."""
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        """The results as two Markdown tables: overall, and SRCC per KADID category."""
+        lines = ["| method | SRCC [95% CI over refs] | KRCC | PLCC | monotone in level "
+                 "| leave-category-out SRCC (pooled / mean) |", "|---|---|---|---|---|---|"]
+        for name, r in self.rows.items():
+            ci = f" [{r['SRCC_lo']:.3f}, {r['SRCC_hi']:.3f}]" if "SRCC_lo" in r else ""
+            sd = f" ± {r['SRCC_sd']:.3f} SD" if "SRCC_sd" in r else ""
+            lines.append(f"| {name} | {r['SRCC']:.3f}{ci}{sd} | {r['KRCC']:.3f} | "
+                         f"{r['PLCC']:.3f} | {100 * r['monotone']:.1f}% | "
+                         f"{r['folds']:.3f} / {r['folds_mean']:.3f} |")
+        cats = list(next(iter(self.rows.values()))["categories"])
+        lines += ["", "| method | " + " | ".join(cats) + " |", "|---" * (len(cats) + 1) + "|"]
+        for name, r in self.rows.items():
+            lines.append(f"| {name} | " + " | ".join(f"{r['categories'][c]:.3f}" for c in cats)
+                         + " |")
+        return "\n".join(lines)
+
+
+@dataclass
+class Benchmark:
+    """Rendered pairs, metric scores and bootstrap draws, reusable across models."""
+
+    test: PairSet
+    tune: PairSet
     metric_scores: dict[str, np.ndarray]
+    boot: list[np.ndarray]
+
+
+def _refs(split: str, cfg: EvalConfig) -> dict[str, np.ndarray]:
+    from cdiqa.model.devset import load_split
+
+    refs = load_split(split, cfg.refs)
+    return dict(list(refs.items())[:cfg.max_refs]) if cfg.max_refs else refs
 
 
 def prepare(cfg: EvalConfig, progress: Progress | None = None) -> Benchmark:
     """Render both splits and compute the training-free metrics (model independent)."""
-    evals = render_pairs("eval", cfg, progress)
-    fits = render_pairs("heads", cfg, progress)
-    return Benchmark(evals, fits, metric_scores(evals, progress))
+    test = render_pairs(_refs("test", cfg), cfg, "render test", progress)
+    tune = render_pairs(_refs("tune", cfg), cfg, "render tune", progress)
+    return Benchmark(test, tune, metric_scores(test, progress),
+                     bootstrap_rows(test, cfg.bootstrap, cfg.seed))
 
 
-def evaluate(model: CDIQA, cfg: EvalConfig | None = None, *, bench: Benchmark | None = None,
-             progress: Progress | None = None) -> EvalReport:
-    """Run the benchmark for ``model`` (``bench`` from ``prepare`` to skip re-rendering)."""
-    from cdiqa.model.scoring import pair_features
-
+def evaluate_features(features: Featurizer, channels, cfg: EvalConfig | None = None, *,
+                      bench: Benchmark | None = None, shipped: Head | None = None,
+                      progress: Progress | None = None) -> EvalReport:
+    """The benchmark for any model given as a featurizer (torch model, bundle, prototype)."""
     cfg = cfg or EvalConfig()
     bench = bench or prepare(cfg, progress)
-    cb = (lambda name: (lambda i, n: progress(name, i, n))) if progress else (lambda name: None)
-    v_eval = pair_features(model, bench.evals.pairs(), len(bench.evals), cb("features eval"))
-    v_fit = pair_features(model, bench.fits.pairs(), len(bench.fits), cb("features heads"))
-    rows = head_rows(v_eval, v_fit, bench.evals, bench.fits, cfg, model.cfg.channels)
+    v_test, v_tune = features(bench.test, "features test"), features(bench.tune, "features tune")
+    rows = {}
+    if shipped is not None:
+        rows["shipped head (as iqa-export score)"] = _row(bench.test, shipped.score(v_test),
+                                                          bench.boot)
+    rows.update(head_rows(v_test, v_tune, bench, cfg, channels))
     for name, s in bench.metric_scores.items():
-        rows[name] = _row(bench.evals, s)
-    return EvalReport(rows, len(bench.evals), len(bench.evals.refs), len(bench.fits),
+        rows[name] = _row(bench.test, s, bench.boot)
+    return EvalReport(rows, len(bench.test), len(bench.test.refs), len(bench.tune),
                       cfg.to_dict())
 
 
-def evaluate_checkpoint(checkpoint=None, cfg: EvalConfig | None = None,
-                        progress: Progress | None = None) -> EvalReport:
-    """``evaluate`` of a checkpoint file (None: the bundled default model)."""
-    from cdiqa.model.scoring import resolve_model
+def torch_featurizer(model, progress: Progress | None = None) -> Featurizer:
+    """Features of a ``CDIQA`` model through torch (``cdiqa.model.scoring.pair_features``)."""
+    from cdiqa.model.scoring import pair_features
 
-    return evaluate(resolve_model(checkpoint), cfg, progress=progress)
+    def features(ps: PairSet, stage: str) -> np.ndarray:
+        step = None if progress is None else (lambda i, n: progress(stage, i, n))
+        return pair_features(model, ps.pairs(), len(ps), step)
+    return features
+
+
+def evaluate(model, cfg: EvalConfig | None = None, *, bench: Benchmark | None = None,
+             shipped: Head | None = None, progress: Progress | None = None) -> EvalReport:
+    """Run the benchmark for a ``CDIQA`` model (``bench`` from ``prepare`` to skip rendering)."""
+    return evaluate_features(torch_featurizer(model, progress), model.cfg.channels, cfg,
+                             bench=bench, shipped=shipped, progress=progress)
+
+
+def evaluate_checkpoint(checkpoint=None, cfg: EvalConfig | None = None,
+                        progress: Progress | None = None, head=None) -> EvalReport:
+    """``evaluate`` of a checkpoint file (None: the bundled default model and its head)."""
+    from cdiqa.model.scoring import resolve_head, resolve_model
+
+    shipped = resolve_head(head) if (head is not None or checkpoint is None) else None
+    return evaluate(resolve_model(checkpoint), cfg, shipped=shipped, progress=progress)
