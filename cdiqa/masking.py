@@ -28,7 +28,8 @@ from cdiqa.errors import ConfigError, ShapeError, describe
 
 #: Smallest image side the network accepts: the coarsest scale (stride 32) keeps 2 x 2 pixels.
 MIN_SIZE = 64
-#: Stride of each masking scale relative to the input image.
+#: Stride of each masking scale of the conv trunk relative to the input image; the largest
+#: (32) is the tile alignment. A model's own strides: ``ModelConfig.strides``.
 STRIDES = (4, 8, 16, 32)
 #: Keeps the gradient of std finite at var = 0 while std(0) stays exactly 0.
 STD_EPS = 1e-12

@@ -239,13 +239,13 @@ def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibCo
 
     lad = ladder(head_references(cal, kinds), kinds, seed=config.seed + 1)
     v = _features(model, lad.pairs() + list(given))
-    channels = model.cfg.channels
+    layout = dict(channels=model.cfg.channels, weights=model.cfg.energy_weights())
     if labels is None:
-        return fit.fit_label_free(v, channels=channels)
+        return fit.fit_label_free(v, **layout)
     lab_pairs, mos = labels
     v_lab = _features(model, lab_pairs)
     return fit.fit_few_shot(np.concatenate([v, v_lab]), v_lab, mos, mos_range=config.mos_range,
-                            channels=channels)
+                            **layout)
 
 
 def _export(model, folder: Path, plugin: bool) -> None:

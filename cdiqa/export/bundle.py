@@ -127,7 +127,9 @@ def _write(root: Path, model, heads: dict[str, dict], config: ExportConfig) -> M
         score=ScoreSpec(),
         domains={d: file_entry(root, f"{PROFILES_DIR}/{d}.json") for d in heads},
         default_domain=config.default_domain,
-        tiling=TilingSpec(alignment=max(STRIDES), halo=config.halo, strides=tuple(STRIDES)),
+        # tiles aligned to 32 px partition every scale of both architectures (strides | 32)
+        tiling=TilingSpec(alignment=max(STRIDES), halo=config.halo,
+                          strides=tuple(model.cfg.strides)),
         plugin=plugin,
         versions=tool_versions(),
     )

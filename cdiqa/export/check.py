@@ -179,10 +179,12 @@ def masking_probes(proto) -> list[MaskingProbe]:
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
     probes = []
     for pool in (n for n in proto.graph.node if n.op_type == "AveragePool"):
+        attrs = {x.name: onnx.helper.get_attribute_value(x) for x in pool.attribute}
+        if any(st != 1 for st in attrs.get("strides", [1])):
+            continue  # the pyramid encoder's 2x2 down-sampling, not a masking P_k
         add = _only(consumers.get(pool.output[0], []), "Add")
         div = _only(consumers.get(add.output[0], []), "Div")
         absolute, gamma = _power_of(produced, produced[div.input[0]], inits)
-        attrs = {x.name: onnx.helper.get_attribute_value(x) for x in pool.attribute}
         sg = next(inits[i] for i in add.input if i in inits)
         probes.append(MaskingProbe(absolute.input[0], pool.input[0], gamma.reshape(-1),
                                    sg.reshape(-1), int(attrs["kernel_shape"][0])))

@@ -28,12 +28,18 @@ BLOCK = 16
 
 
 def fold_front_end(model, block: int = BLOCK):
-    """A copy of ``model`` whose front end is one convolution padded to ``block`` channels."""
+    """A copy of ``model`` whose front end is one convolution padded to ``block`` channels.
+
+    The pyramid encoder (``ModelConfig.pyramid``) has no full-resolution front end to fold:
+    its only full-resolution op is the 1x1 colour map, followed by pooling; it is copied as is.
+    """
     torch = _lazy.torch()
     nn = torch.nn
     from cdiqa.model.network import FixedFrontEnd
 
     model = copy.deepcopy(model)
+    if model.cfg.frontend == "pyramid":
+        return model.eval()
     encoder = model.encoder
     front = encoder.front
     if isinstance(front, FixedFrontEnd):

@@ -174,7 +174,7 @@ def _row(pairs: PairSet, scores: np.ndarray, boot: list[np.ndarray],
 
 #: label-free variants reported: name -> fit_label_free keyword arguments
 LABEL_FREE_VARIANTS = {
-    "label-free, energy of deviations (default)": {"method": "energy", "pooling": "std"},
+    "label-free, energy (default: the model's weights)": {"method": "energy", "pooling": "std"},
     "label-free, energy of means and deviations": {"method": "energy", "pooling": "both"},
     "label-free, PCA first component": {"method": "pca"},
 }
@@ -183,18 +183,19 @@ LABEL_FREE_VARIANTS = {
 Fitter = Callable[[np.ndarray, PairSet, np.ndarray], list[Head]]
 
 
-def _fitters(cfg: EvalConfig, channels) -> dict[str, Fitter]:
+def _fitters(cfg: EvalConfig, layout: dict) -> dict[str, Fitter]:
     out: dict[str, Fitter] = {}
     for name, kw in LABEL_FREE_VARIANTS.items():
-        out[name] = lambda v, ps, rows, kw=kw: [fit.fit_label_free(v[rows], channels=channels,
-                                                                   **kw)]
+        lf = layout if kw.get("method") == "energy" and kw.get("pooling") == "std" else \
+            {"channels": layout.get("channels")}
+        out[name] = lambda v, ps, rows, kw=kw, lf=lf: [fit.fit_label_free(v[rows], **lf, **kw)]
     for k in cfg.few_shot_k:
         def few(v, ps, rows, k=k):
             heads = []
             for d in range(cfg.few_shot_draws):
                 pick = np.random.default_rng([cfg.seed, k, d]).choice(rows, k, replace=False)
                 heads.append(fit.fit_few_shot(v[rows], v[pick], ps.mos[pick],
-                                              groups=ps.ref_index[pick], channels=channels))
+                                              groups=ps.ref_index[pick], **layout))
             return heads
         out[f"few-shot, k={k} (mean of {cfg.few_shot_draws} draws)"] = few
     out["supervised MLP (every tune pair labelled)"] = (
@@ -214,12 +215,14 @@ def _mean_rows(rows: list[dict]) -> dict:
 
 
 def head_rows(v_test: np.ndarray, v_tune: np.ndarray, bench: "Benchmark", cfg: EvalConfig,
-              channels) -> dict[str, dict]:
-    """Fit every head on the tune pairs (all, and leave-category-out) and score the test pairs."""
+              layout: dict) -> dict[str, dict]:
+    """Fit every head on the tune pairs (all, and leave-category-out) and score the test pairs.
+
+    ``layout``: ``channels`` and ``weights`` of the model's features (``model_layout``)."""
     test, tune = bench.test, bench.tune
     tune_cats, test_cats = tune.categories, test.categories
     rows = {}
-    for name, fitter in _fitters(cfg, channels).items():
+    for name, fitter in _fitters(cfg, layout).items():
         heads = fitter(v_tune, tune, np.arange(len(tune)))
         held = np.zeros((len(heads), len(test)))
         for cat in dict.fromkeys(test_cats):
@@ -288,7 +291,12 @@ def prepare(cfg: EvalConfig, progress: Progress | None = None) -> Benchmark:
                      bootstrap_rows(test, cfg.bootstrap, cfg.seed))
 
 
-def evaluate_features(features: Featurizer, channels, cfg: EvalConfig | None = None, *,
+def model_layout(model_cfg) -> dict:
+    """What the heads need to know of a model's features: channels per scale, energy weights."""
+    return {"channels": model_cfg.channels, "weights": model_cfg.energy_weights()}
+
+
+def evaluate_features(features: Featurizer, layout: dict, cfg: EvalConfig | None = None, *,
                       bench: Benchmark | None = None, shipped: Head | None = None,
                       progress: Progress | None = None) -> EvalReport:
     """The benchmark for any model given as a featurizer (torch model, bundle, prototype)."""
@@ -299,7 +307,7 @@ def evaluate_features(features: Featurizer, channels, cfg: EvalConfig | None = N
     if shipped is not None:
         rows["shipped head (as iqa-export score)"] = _row(bench.test, shipped.score(v_test),
                                                           bench.boot)
-    rows.update(head_rows(v_test, v_tune, bench, cfg, channels))
+    rows.update(head_rows(v_test, v_tune, bench, cfg, layout))
     for name, s in bench.metric_scores.items():
         rows[name] = _row(bench.test, s, bench.boot)
     return EvalReport(rows, len(bench.test), len(bench.test.refs), len(bench.tune),
@@ -319,7 +327,7 @@ def torch_featurizer(model, progress: Progress | None = None) -> Featurizer:
 def evaluate(model, cfg: EvalConfig | None = None, *, bench: Benchmark | None = None,
              shipped: Head | None = None, progress: Progress | None = None) -> EvalReport:
     """Run the benchmark for a ``CDIQA`` model (``bench`` from ``prepare`` to skip rendering)."""
-    return evaluate_features(torch_featurizer(model, progress), model.cfg.channels, cfg,
+    return evaluate_features(torch_featurizer(model, progress), model_layout(model.cfg), cfg,
                              bench=bench, shipped=shipped, progress=progress)
 
 

@@ -88,13 +88,22 @@ def block_ids(dim: int, channels: Sequence[int] | None) -> np.ndarray:
 
 
 def energy_weights(dim: int, channels: Sequence[int] | None = None,
-                   pooling: Literal["both", "std"] = "std") -> np.ndarray:
+                   pooling: Literal["both", "std"] = "std",
+                   weights: Sequence[float] | None = None) -> np.ndarray:
     """Weights of the label-free energy: every (pooling, scale) block counts equally.
 
     A plain RMS would let the coarse scales (most channels) outvote the fine ones; here each
     block sums to the same weight. ``pooling="std"`` keeps only the spatial standard
-    deviations (the deviation pooling of GMSD).
+    deviations (the deviation pooling of GMSD). ``weights`` (per feature, from the model:
+    ``ModelConfig.energy_weights()``) replace both rules when given.
     """
+    if weights is not None:
+        w = np.asarray(weights, np.float64)
+        if w.shape != (dim,) or np.any(w < 0) or w.sum() <= 0:
+            raise ConfigError(describe("Weights", "label-free head", "weights", w.shape,
+                                       f"({dim},) non-negative, not all 0",
+                                       "Pass the model's ModelConfig.energy_weights()"))
+        return w / w.sum()
     ids = block_ids(dim, channels)
     w = 1.0 / np.bincount(ids)[ids]
     if pooling == "std":
@@ -105,7 +114,8 @@ def energy_weights(dim: int, channels: Sequence[int] | None = None,
 def fit_label_free(v: np.ndarray, method: Literal["pca", "energy", "whitened"] = "energy",
                    transform: Literal["log1p", "identity"] = "log1p",
                    components: int = 8, channels: Sequence[int] | None = None,
-                   pooling: Literal["both", "std"] = "std") -> LabelFreeHead:
+                   pooling: Literal["both", "std"] = "std",
+                   weights: Sequence[float] | None = None) -> LabelFreeHead:
     """Label-free head on unlabeled features v (N, D).
 
     The default, a scale-balanced energy of the deviation features, measured best on the
@@ -123,7 +133,7 @@ def fit_label_free(v: np.ndarray, method: Literal["pca", "energy", "whitened"] =
         w = u[:, 0] / sd
         w = w if np.mean(x @ w) >= 0 else -w  # distorted pairs project positive
     elif method == "energy":
-        w = energy_weights(v.shape[1], channels, pooling)
+        w = energy_weights(v.shape[1], channels, pooling, weights)
     elif method == "whitened":
         u, var = _pca(x, components)
         w = u / np.sqrt(np.maximum(var, 1e-12 * var.max()))
@@ -182,7 +192,8 @@ def fit_few_shot(v_all: np.ndarray, v_labelled: np.ndarray, mos: np.ndarray, *,
                  groups: np.ndarray | None = None, components: int = 8,
                  mos_range: tuple[float, float] = (1.0, 5.0),
                  transform: Literal["log1p", "identity"] = "log1p",
-                 channels: Sequence[int] | None = None) -> FewShotHead:
+                 channels: Sequence[int] | None = None,
+                 weights: Sequence[float] | None = None) -> FewShotHead:
     """Few-shot head: the label-free direction plus ridge corrections, fitted on k labels.
 
     Reduced features are [x . w, x P]: w the label-free direction (the linear form of the
@@ -201,7 +212,7 @@ def fit_few_shot(v_all: np.ndarray, v_labelled: np.ndarray, mos: np.ndarray, *,
     probe = LabelFreeHead(scale=scale, transform=transform, weights=np.zeros(v_all.shape[1]))
     x = probe.features(v_all)
     p, _ = _pca(x, components)
-    w = energy_weights(v_all.shape[1], channels, DEFAULT_POOLING)
+    w = energy_weights(v_all.shape[1], channels, DEFAULT_POOLING, weights)
     p = np.concatenate([w[:, None], p], axis=1)
     r = probe.features(v_lab) @ p
     sd = r.std(axis=0)
@@ -295,12 +306,12 @@ def fit_head_file(kind: str, pairs_csv: str | os.PathLike, out: str | os.PathLik
                                        "a score on every row", "Fill in or drop those rows"))
     model = resolve_model(checkpoint)
     v = file_features(model, pairs.paths(), progress)
-    channels = model.cfg.channels
+    layout = dict(channels=model.cfg.channels, weights=model.cfg.energy_weights())
     if kind == "label_free":
-        head: Head = fit_label_free(v, channels=channels)
+        head: Head = fit_label_free(v, **layout)
     elif kind == "few_shot":
         refs = np.array([str(r) for r, _ in pairs.paths()])[labelled]
-        head = fit_few_shot(v, v[labelled], mos, groups=refs, channels=channels)
+        head = fit_few_shot(v, v[labelled], mos, groups=refs, **layout)
     else:
         head = fit_supervised(v, mos)
     write_head(head, out)

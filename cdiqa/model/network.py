@@ -1,6 +1,13 @@
 """The causal-disentanglement network (METHOD.md items 1-7).
 
-::
+Two encoders. The default, ``frontend="pyramid"``, is a fixed multi-scale front end whose
+bands are the masking scales (docs/model.md has the measurements that chose it)::
+
+    R, D ──► YIQ ──► 2x2 mean ──► /2: luma Scharr (dx, dy)
+                 ──► 2x2 mean ──► /4: luma (dx, dy)      /4: chroma (I, Q)
+                 ──► 2x2 mean ──► /8: luma (dx, dy)      /8: chroma (I, Q)     (5 bands, φ)
+
+The conv trunk (``frontend="fixed"`` or ``"learned"``)::
 
     R, D ──► front end (fixed opponent colour + gradients, or learned) ──► stem /2
           ──► stage1 /4 ──► stage2 /8 ──► stage3 /16 ──► stage4 /32        (encoder φ)
@@ -23,26 +30,85 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cdiqa.masking import STRIDES
+from cdiqa.masking import STRIDES as TRUNK_STRIDES
 from cdiqa.model import masking as tm
 
 # LMN opponent space of FSIMc/VSI: luminance and two chroma axes
 _OPPONENT = ((0.06, 0.63, 0.27), (0.30, 0.04, -0.35), (0.34, -0.60, 0.17))
+# NTSC YIQ (HaarPSI's colour space): luma and two chroma axes
+_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+#: pyramid bands: (kind, stride); luma bands hold Scharr (dx, dy), chroma bands (I, Q)
+PYRAMID_BANDS = (("luma", 2), ("luma", 4), ("chroma", 4), ("luma", 8), ("chroma", 8))
+#: pyramid σ² per kind: luma GMSD's c (170 on 0..255 for the magnitude, halved per component),
+#: chroma 130 on 0..255 (docs/model.md)
+PYRAMID_SIGMA2 = {"luma": 85 / 255 ** 2, "chroma": 130 / 255 ** 2}
+#: pyramid label-free weights per kind: (mean, std) pooling; luma by deviation (GMSD's
+#: pooling), chroma by its mean at a quarter of the weight (measured on the tune split)
+PYRAMID_POOLING = {"luma": (0.0, 1.0), "chroma": (0.25, 0.0)}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the network. Saved in every checkpoint and bundle."""
+    """Architecture of the network. Saved in every checkpoint and bundle.
+
+    The defaults are the conv trunk (``frontend="fixed"``); ``ModelConfig.pyramid()`` is the
+    fixed multi-scale front end that the default model uses: it fixes ``channels`` (2 per
+    band), the strides and the initial σ, with ``window`` 1 and ``activity="both"``, what it was
+    measured with. Checkpoints written before ``activity`` existed load as the trunk they are.
+    """
 
     channels: tuple[int, ...] = (32, 64, 96, 128)
     stem_channels: int = 24
-    frontend: Literal["fixed", "learned"] = "fixed"
+    frontend: Literal["fixed", "learned", "pyramid"] = "fixed"
     window: int = 5
     gamma_init: float = 2.0
     #: fixed front end: gain of the value (DC) maps and of the two chroma channels
     #: (docs/model.md: 0.25 / 0.5 beat 1 / 1 by ~0.04 label-free SRCC at initialisation)
     dc_weight: float = 0.25
     chroma_weight: float = 0.5
+    #: content activity a of the masking: from the reference's content code only, or the
+    #: sum of both images' (the similarity form of GMSD/HaarPSI: n stays below 1 where a
+    #: distortion removes or invents structure)
+    activity: Literal["reference", "both"] = "reference"
+
+    @classmethod
+    def pyramid(cls) -> "ModelConfig":
+        """The default model's architecture: the fixed pyramid (docs/model.md)."""
+        return cls(channels=(2,) * len(PYRAMID_BANDS), frontend="pyramid", window=1,
+                   activity="both")
+
+    @classmethod
+    def named(cls, frontend: str) -> "ModelConfig":
+        """The architecture of a front end by name: "pyramid", "fixed" or "learned"."""
+        from cdiqa.errors import ConfigError, describe
+
+        if frontend not in ("pyramid", "fixed", "learned"):
+            raise ConfigError(describe("Front end", "option", "frontend", frontend,
+                                       "'pyramid', 'fixed' or 'learned'", "Pick one"))
+        return cls.pyramid() if frontend == "pyramid" else cls(frontend=frontend)
+
+    def __post_init__(self) -> None:
+        from cdiqa.errors import ConfigError, describe
+
+        if self.frontend == "pyramid" and tuple(self.channels) != (2,) * len(PYRAMID_BANDS):
+            raise ConfigError(describe("Channels", "model config", "pyramid", self.channels,
+                                       (2,) * len(PYRAMID_BANDS),
+                                       "The pyramid's bands have 2 channels each"))
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Stride of each masking scale (band) relative to the input image."""
+        return (tuple(st for _, st in PYRAMID_BANDS) if self.frontend == "pyramid"
+                else TRUNK_STRIDES[:len(self.channels)])
+
+    def energy_weights(self) -> tuple[float, ...] | None:
+        """Per-feature weights of the label-free energy (v = [means, stds]); None: the
+        head's default (every (pooling, scale) block alike, deviations only)."""
+        if self.frontend != "pyramid":
+            return None
+        mean = [PYRAMID_POOLING[k][0] / 2 for k, _ in PYRAMID_BANDS for _ in range(2)]
+        std = [PYRAMID_POOLING[k][1] / 2 for k, _ in PYRAMID_BANDS for _ in range(2)]
+        return tuple(mean + std)
 
     def to_dict(self) -> dict:
         """JSON-friendly form."""
@@ -54,6 +120,32 @@ class ModelConfig:
         d = dict(d)
         d["channels"] = tuple(d["channels"])
         return cls(**d)
+
+
+class PyramidEncoder(nn.Module):
+    """φ of ``frontend="pyramid"``: fixed YIQ bands at /2, /4, /8 (``PYRAMID_BANDS``).
+
+    Nothing is learned here: HaarPSI, MDSI and GMSD, the strongest training-free metrics on
+    KADID-like distortions, compare exactly such fine-scale luma gradients and coarse chroma
+    (they filter a 2x-downsampled image too). Replicate padding keeps flat borders flat.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("colour", torch.tensor(_YIQ).view(3, 3, 1, 1))
+        sx = torch.tensor([[3.0, 0, -3], [10, 0, -10], [3, 0, -3]]) / 16
+        self.register_buffer("gradients", torch.stack([sx, sx.t()]).unsqueeze(1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        y = F.conv2d(x, self.colour)
+        luma, chroma = y[:, :1], y[:, 1:]
+        bands = {}
+        for stride in (2, 4, 8):
+            luma, chroma = F.avg_pool2d(luma, 2), F.avg_pool2d(chroma, 2)
+            bands[("luma", stride)] = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"),
+                                              self.gradients)
+            bands[("chroma", stride)] = chroma
+        return [bands[b] for b in PYRAMID_BANDS]
 
 
 class FixedFrontEnd(nn.Module):
@@ -140,13 +232,18 @@ MaskingOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, in
 class Masking(nn.Module):
     """Learned parameters of one scale's masking: γ >= 1, σ > 0, non-negative 1x1 mixing W."""
 
-    def __init__(self, channels: int, window: int, gamma_init: float) -> None:
+    def __init__(self, channels: int, window: int, gamma_init: float, sigma_init: float = 0.1,
+                 identity_mix: bool = False) -> None:
         super().__init__()
         self.window = window
         # γ = 1 + softplus(raw) keeps |e|^γ differentiable at e = 0
         self.gamma_raw = nn.Parameter(torch.full((channels,), _softplus_inv(gamma_init - 1)))
-        self.sigma_raw = nn.Parameter(torch.full((channels,), _softplus_inv(0.1)))
-        self.mix_raw = nn.Parameter(torch.eye(channels) * 4 - 4)
+        self.sigma_raw = nn.Parameter(torch.full((channels,), _softplus_inv(sigma_init - 1e-4)))
+        eye = torch.eye(channels)
+        # identity_mix: W = I to float precision (softplus(-30) ~ 1e-13), so each channel is
+        # masked by its own activity as in the prototype that chose the pyramid
+        self.mix_raw = nn.Parameter(eye * (_softplus_inv(1.0) + 30) - 30 if identity_mix
+                                    else eye * 4 - 4)
 
     @property
     def gamma(self) -> torch.Tensor:
@@ -156,13 +253,16 @@ class Masking(nn.Module):
     def sigma(self) -> torch.Tensor:
         return F.softplus(self.sigma_raw) + 1e-4
 
-    def activity(self, c_ref: torch.Tensor) -> torch.Tensor:
-        """a = W |c(R)|^γ, non-negative."""
+    def activity(self, c_ref: torch.Tensor, c_dist: torch.Tensor | None = None) -> torch.Tensor:
+        """a = W |c(R)|^γ, or W (|c(R)|^γ + |c(D)|^γ) when ``c_dist`` is given; non-negative."""
         w = F.softplus(self.mix_raw)
-        return F.conv2d(c_ref.abs().pow(self.gamma.view(1, -1, 1, 1)), w[:, :, None, None])
+        g = self.gamma.view(1, -1, 1, 1)
+        act = c_ref.abs().pow(g) if c_dist is None else c_ref.abs().pow(g) + c_dist.abs().pow(g)
+        return F.conv2d(act, w[:, :, None, None])
 
-    def forward(self, e: torch.Tensor, c_ref: torch.Tensor, op: MaskingOp) -> torch.Tensor:
-        return op(e, self.activity(c_ref), self.gamma, self.sigma, self.window)
+    def forward(self, e: torch.Tensor, c_ref: torch.Tensor, op: MaskingOp,
+                c_dist: torch.Tensor | None = None) -> torch.Tensor:
+        return op(e, self.activity(c_ref, c_dist), self.gamma, self.sigma, self.window)
 
 
 def _softplus_inv(y: float) -> float:
@@ -191,12 +291,21 @@ class CDIQA(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
-        self.encoder = Encoder(cfg)
+        pyramid = cfg.frontend == "pyramid"
+        self.encoder = PyramidEncoder() if pyramid else Encoder(cfg)
         ch = cfg.channels
         self.content_heads = nn.ModuleList(nn.Conv2d(c, c, 1) for c in ch)
         self.degradation_heads = nn.ModuleList(nn.Conv2d(c, c, 1) for c in ch)
         self.decoders = nn.ModuleList(Decoder(c) for c in ch)
-        self.masking = nn.ModuleList(Masking(c, cfg.window, cfg.gamma_init) for c in ch)
+        sigmas = ([PYRAMID_SIGMA2[k] ** 0.5 for k, _ in PYRAMID_BANDS] if pyramid
+                  else [0.1] * len(ch))
+        self.masking = nn.ModuleList(Masking(c, cfg.window, cfg.gamma_init, s, pyramid)
+                                     for c, s in zip(ch, sigmas))
+        if pyramid:  # codes start as the bands themselves: e = φ(D) - φ(R), c = φ
+            with torch.no_grad():
+                for head in (*self.content_heads, *self.degradation_heads):
+                    head.weight.copy_(torch.eye(head.in_channels)[:, :, None, None])
+                    head.bias.zero_()
 
     @property
     def feature_dim(self) -> int:
@@ -216,8 +325,9 @@ class CDIQA(nn.Module):
         sums, sumsq, counts = [], [], []
         for s, (mask_mod, cr, dr, dd) in enumerate(
                 zip(self.masking, ref.content, ref.degradation, dist.degradation)):
-            weight = roi_mask(roi, size, STRIDES[s], dd.shape)
-            st = mask_mod(dd - dr if weight is None else (dd - dr) * weight, cr, op)
+            weight = roi_mask(roi, size, self.cfg.strides[s], dd.shape)
+            c_dist = dist.content[s] if self.cfg.activity == "both" else None
+            st = mask_mod(dd - dr if weight is None else (dd - dr) * weight, cr, op, c_dist)
             sums.append(st[:, 0])
             sumsq.append(st[:, 1])
             n = (dd.shape[2] * dd.shape[3]) if weight is None else weight.sum(dim=(2, 3))

@@ -106,7 +106,7 @@ def test_leave_category_out_heads_never_see_the_held_category(bench, small, monk
     rng = np.random.default_rng(0)
     v_test, v_tune = rng.random((len(bench.test), 16)), rng.random((len(bench.tune), 16))
     cfg = ev.EvalConfig(refs=small.refs, few_shot_k=(), few_shot_draws=1, supervised_steps=10)
-    ev.head_rows(v_test, v_tune, bench, cfg, None)
+    ev.head_rows(v_test, v_tune, bench, cfg, {"channels": None, "weights": None})
     expected = [len(cats)] + [int(np.sum(cats != c)) for c in dict.fromkeys(bench.test.categories)]
     assert seen[:len(expected)] == expected
 

@@ -8,7 +8,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cdiqa import masking as ref_masking  # noqa: E402
-from cdiqa.masking import STRIDES  # noqa: E402
 from cdiqa.model import masking as tm  # noqa: E402
 from cdiqa.model.network import CDIQA, ModelConfig, load_model  # noqa: E402
 from cdiqa.tolerances import relative_error, tolerance  # noqa: E402
@@ -16,11 +15,12 @@ from cdiqa.tolerances import relative_error, tolerance  # noqa: E402
 TINY = ModelConfig(channels=(8, 8, 8, 8), stem_channels=8)
 
 
-@pytest.fixture(scope="module", params=["fixed", "learned"])
+@pytest.fixture(scope="module", params=["fixed", "learned", "pyramid"])
 def model(request) -> CDIQA:
     torch.manual_seed(0)
-    return CDIQA(ModelConfig(channels=(8, 8, 8, 8), stem_channels=8,
-                             frontend=request.param)).eval()
+    cfg = ModelConfig.pyramid() if request.param == "pyramid" else ModelConfig(
+        channels=(8, 8, 8, 8), stem_channels=8, frontend=request.param)
+    return CDIQA(cfg).eval()
 
 
 @pytest.fixture
@@ -33,12 +33,12 @@ def pair(natural_image, rng):
 def test_codes_and_stats_have_the_documented_shapes(model, pair):
     ref, dist = pair
     codes = model.codes(ref)
-    for s, c in enumerate(TINY.channels):
-        h, w = ref.shape[2] // STRIDES[s], ref.shape[3] // STRIDES[s]
+    for s, c in enumerate(model.cfg.channels):
+        h, w = ref.shape[2] // model.cfg.strides[s], ref.shape[3] // model.cfg.strides[s]
         for maps in codes:
             assert maps[s].shape == (1, c, h, w)
     stats = model(ref, dist)
-    d = sum(TINY.channels)
+    d = sum(model.cfg.channels)
     assert all(t.shape == (1, d) for t in stats)
     assert model.features(ref, dist).shape == (1, model.feature_dim) == (1, 2 * d)
 
@@ -68,12 +68,13 @@ def test_network_stats_match_the_numpy_reference_on_its_own_codes(model, pair):
         stats = model.stats_from_codes(cr, cd, None, tuple(ref.shape[2:]))
         for s, m in enumerate(model.masking):
             e = (cd.degradation[s] - cr.degradation[s]).double().numpy()
-            a = m.activity(cr.content[s]).double().numpy()
+            both = model.cfg.activity == "both"
+            a = m.activity(cr.content[s], cd.content[s] if both else None).double().numpy()
             want = ref_masking.masking_stats(e, a, m.gamma.double().numpy(),
                                              m.sigma.double().numpy(), m.window)
-            lo = sum(TINY.channels[:s])
-            got = torch.stack([stats.sums[:, lo:lo + TINY.channels[s]],
-                               stats.sumsq[:, lo:lo + TINY.channels[s]]], 1)
+            ch = model.cfg.channels
+            lo = sum(ch[:s])
+            got = torch.stack([stats.sums[:, lo:lo + ch[s]], stats.sumsq[:, lo:lo + ch[s]]], 1)
             assert relative_error(got.numpy(), want) <= tolerance("torch", "fp32").rtol
 
 
@@ -102,3 +103,56 @@ def test_saved_weights_load_back_identically(model, pair, tmp_path):
     again = load_model(path)
     with torch.no_grad():
         assert torch.equal(again.features(*pair), model.features(*pair))
+
+
+# ---- the pyramid (the default model's architecture) ----------------------------------------
+
+
+def test_pyramid_codes_start_as_the_bands_and_its_masking_is_the_similarity_form(pair):
+    """At initialisation e = φ(D) - φ(R), and with a = φ(R)² + φ(D)², k = 1, γ = 2 the masked
+    map is (φ_D - φ_R)² / (σ² + φ_R² + φ_D²): GMSD's 1 - similarity per channel, bounded by
+    2 (reached only where the sign flips), however strong the distortion."""
+    from cdiqa.model.network import PYRAMID_BANDS, PYRAMID_SIGMA2
+
+    ref, dist = pair
+    model = CDIQA(ModelConfig.pyramid()).eval()
+    with torch.no_grad():
+        bands_r, bands_d = model.encoder(ref), model.encoder(dist)
+        cr, cd = model.codes(ref), model.codes(dist)
+        for s, (kind, stride) in enumerate(PYRAMID_BANDS):
+            assert torch.allclose(cr.degradation[s], bands_r[s], atol=1e-6)
+            r, d = bands_r[s].double(), bands_d[s].double()
+            n = (d - r) ** 2 / (PYRAMID_SIGMA2[kind] + r * r + d * d)
+            m = model.masking[s]
+            e = (cd.degradation[s] - cr.degradation[s]).double().numpy()
+            a = m.activity(cr.content[s], cd.content[s]).double().numpy()
+            got = ref_masking.masking_map(e, a, m.gamma.double().numpy(),
+                                          m.sigma.double().numpy(), m.window)
+            assert relative_error(got, n.numpy()) <= tolerance("torch", "fp32").rtol
+            assert got.max() < 2.0
+
+
+def test_pyramid_label_free_weights_pool_luma_by_deviation_and_chroma_by_mean():
+    from cdiqa.model.network import PYRAMID_BANDS
+
+    cfg = ModelConfig.pyramid()
+    w = np.asarray(cfg.energy_weights())
+    d = sum(cfg.channels)
+    assert w.shape == (2 * d,) and np.all(w >= 0)
+    kinds = np.repeat([k for k, _ in PYRAMID_BANDS], 2)
+    mean, std = w[:d], w[d:]
+    assert np.all(mean[kinds == "luma"] == 0) and np.all(std[kinds == "chroma"] == 0)
+    assert np.all(mean[kinds == "chroma"] > 0) and np.all(std[kinds == "luma"] > 0)
+    assert ModelConfig().energy_weights() is None  # the trunk keeps the head's default
+
+
+def test_pyramid_config_is_checked_and_round_trips():
+    from cdiqa.errors import ConfigError
+
+    cfg = ModelConfig.pyramid()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg == ModelConfig.named("pyramid")
+    assert cfg.strides == (2, 4, 4, 8, 8) and ModelConfig().strides == (4, 8, 16, 32)
+    with pytest.raises(ConfigError, match="Channels for model config 'pyramid'"):
+        ModelConfig(channels=(8, 8, 8, 8), frontend="pyramid")
+    with pytest.raises(ConfigError, match="Front end for option 'frontend': got bogus"):
+        ModelConfig.named("bogus")
