@@ -229,7 +229,9 @@ def train_cmd(
     resume: Optional[Path] = typer.Option(None, help="Checkpoint to continue from."),
     domain: Optional[str] = typer.Option(None, help="Add this domain's degradations."),
     kinds: str = typer.Option("dev", help="dev (13 KADID dev types) or all (25)."),
-    frontend: str = typer.Option("fixed", help="fixed (opponent gradients) or learned."),
+    frontend: str = typer.Option("pyramid", help="pyramid (fixed YIQ bands, the default "
+                                                 "model), fixed (opponent gradients + conv "
+                                                 "trunk) or learned (trunk, learned stem)."),
 ) -> None:
     """Train the model label-free on distorted references (no opinion scores)."""
     from cdiqa.model.network import ModelConfig
@@ -237,7 +239,7 @@ def train_cmd(
 
     extra = {"steps": steps} if steps is not None else {}
     cfg = TrainConfig(refs=str(refs) if refs else None, builtin=builtin, seed=seed,
-                      kinds=kinds, domain=domain, model=ModelConfig(frontend=frontend), **extra)
+                      kinds=kinds, domain=domain, model=ModelConfig.named(frontend), **extra)
     with progress("train", cfg.steps) as advance:
         result = train(cfg, out, resume=resume, progress=lambda s, n, logs: advance(1))
     typer.echo(f"wrote {result.checkpoint} ({result.steps} steps, {result.seconds:.0f} s)")

@@ -51,15 +51,20 @@ class TrainConfig:
     and the masking parameters. Measured on the KADID-13 development benchmark
     (docs/model.md): 150 end-to-end steps took the label-free SRCC from 0.890 to 0.59, the
     same steps with the encoder frozen to 0.891.
+
+    The default model is the fixed pyramid (``ModelConfig.pyramid``): its encoder has nothing
+    to learn, and on the development benchmark (docs/model.md) the method's losses do not
+    improve it: 1500 steps at lr 1e-3 took the label-free test SRCC from 0.866 (at
+    initialisation) to 0.639; the default 300 steps at lr 1e-4 leave it at 0.864.
     """
 
-    steps: int = 1500
+    steps: int = 300
     batch_size: int = 6
     group: int = 1
     crop: int = 96
-    lr: float = 1e-3
+    lr: float = 1e-4
     weight_decay: float = 1e-4
-    warmup: int = 50
+    warmup: int = 20
     seed: int = 0
     refs: str | None = None
     builtin: bool = True
@@ -68,7 +73,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     device: str = "cpu"
     freeze_encoder: bool = True
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig.pyramid)
     weights: L.LossWeights = field(default_factory=L.LossWeights)
 
     def __post_init__(self) -> None:

@@ -130,4 +130,4 @@ def test_cli_train_writes_a_checkpoint(refs, tmp_path):
                                    str(refs), "--no-builtin"])
     assert res.exit_code == 0, res.output
     assert "1 steps" in res.output
-    assert load_model(out).cfg == ModelConfig()
+    assert load_model(out).cfg == ModelConfig.pyramid()  # the default model's architecture
