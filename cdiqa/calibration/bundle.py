@@ -31,6 +31,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from cdiqa.calibration.domains import DomainSamples, Reference, check_domain, domain_samples
+from cdiqa.calibration.adapt import ADAPT_LR
 from cdiqa.calibration.gate import MAX_DROP, check_gates, run_gates
 from cdiqa.calibration.int8 import QUANTIZERS
 from cdiqa.calibration.methods import DEFAULT_METHOD, METHODS
@@ -88,7 +89,7 @@ class CalibConfig:
     steps: int = 300
     batch_size: int = 6
     crop: int = 96
-    lr: float = 1e-3
+    lr: float = ADAPT_LR
     seed: int = 0
     feeds: int = 24
     feed_size: int = 128

@@ -73,6 +73,7 @@ def qdq_from_cache(graph: str | os.PathLike, cache: CalibrationCache, out: str |
         CalibrationError: the cache was collected on another graph (sha256 mismatch) or lacks
             the range of a tensor to quantize.
     """
+    from cdiqa.images import atomic_write
     from cdiqa.manifest import sha256_file
 
     onnx = _lazy.onnx()
@@ -85,6 +86,13 @@ def qdq_from_cache(graph: str | os.PathLike, cache: CalibrationCache, out: str |
                                         "Recalibrate the domain with its images"))
     proto = onnx.load(str(graph))
     nodes = quantized_nodes(proto)
+    if not nodes:
+        # The pyramid (ModelConfig.pyramid) has no learned high-resolution Conv: its only
+        # convolutions are the fixed colour and gradient filters on the image, which stay FP32
+        # like every front end. ONNX Runtime reads an empty nodes_to_quantize as "all nodes",
+        # which would quantize the content and degradation heads, so the INT8 graph is the
+        # FP32 graph (the gate then compares identical scores).
+        return atomic_write(out, lambda f: f.write(Path(graph).read_bytes()))
     cache = tied(proto, cache)
     needed = {t for n in proto.graph.node if n.name in nodes for t in (n.input[0], n.output[0])}
     missing = sorted(needed - set(cache.ranges))

@@ -187,3 +187,15 @@ def test_modelopt_absent_is_a_clear_error(graph, tmp_path):
     with pytest.raises(BackendUnavailable, match=r"'modelopt' needs NVIDIA ModelOpt.*"
                                                  r"nvidia-modelopt\[onnx\]"):
         qdq_with_modelopt(graph, _reader(1), "minmax", tmp_path / "q.onnx")
+
+
+def test_pyramid_has_no_int8_layer_and_its_int8_graph_is_the_fp32_graph(tmp_path):
+    """The default model's only convolutions are fixed filters on the image: nothing to
+    quantize, and ONNX Runtime must not be left to read an empty node list as "all nodes"."""
+    from cdiqa.manifest import DEFAULT_BUNDLE, sha256_file
+
+    graph = load_manifest(DEFAULT_BUNDLE).path(FILE_ONNX)
+    assert quantized_nodes(onnx.load(str(graph))) == []
+    cache = CalibrationCache("natural", "minmax", sha256_file(graph), {})
+    out = qdq_from_cache(graph, cache, tmp_path / "int8.onnx")
+    assert out.read_bytes() == graph.read_bytes()

@@ -92,3 +92,15 @@ def test_fitting_rejects_too_few_pairs_and_mismatched_labels(train_set):
         fit.fit_few_shot(v, v[:10], mos[:9])
     with pytest.raises(ConfigError, match="label-free, few-shot or supervised"):
         fit.kind_name("fully-supervised")
+
+
+def test_a_feature_the_fitting_pairs_leave_at_rounding_noise_gets_scale_one():
+    """Chroma features of grayscale images are ~1e-12: dividing them by their own mean would
+    weigh float noise like a real feature."""
+    from cdiqa.model.heads import UNUSED_FEATURE, feature_scale
+
+    rng = np.random.default_rng(0)
+    v = np.column_stack([rng.uniform(0.01, 0.1, 50), rng.uniform(0, 1e-12, 50), np.zeros(50)])
+    s = feature_scale(v)
+    assert s[0] == pytest.approx(v[:, 0].mean()) and s[1] == s[2] == 1.0
+    assert feature_scale(np.full((3, 1), 10 * UNUSED_FEATURE))[0] == 10 * UNUSED_FEATURE
