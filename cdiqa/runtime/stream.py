@@ -14,13 +14,20 @@
   submission order.
 - Fixed reference: ``StreamScorer(scorer, reference=img)`` then ``submit(frame)``: every frame is
   scored against the one reference (loaded and checked once).
-- Shutdown: ``close()`` refuses new items, then the worker finishes every item already
-  submitted before it stops: nothing submitted is lost.
+- Failure isolation: when a micro-batch fails, its pairs are scored again one by one, so a
+  pair the scorer rejects (an image over a TensorRT profile's largest shape, say) fails only
+  its own future and the others get the scores they get alone. A failure of every pair (a
+  broken session) costs one call per pair, each future getting its own error.
+- Shutdown: ``close()`` refuses new items (a ``submit`` waiting for room raises
+  ``StreamClosed``), then the worker finishes every item already queued before it stops:
+  nothing accepted is lost. ``close(timeout)`` returns after at most ``timeout`` seconds even
+  if the worker is still busy; it keeps draining in the background.
 """
 
 from __future__ import annotations
 
-import queue
+import math
+import numbers
 import threading
 import time
 from collections import deque
@@ -29,11 +36,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from cdiqa.errors import CdiqaError, ConfigError, describe
+from cdiqa.errors import CdiqaError, ConfigError, ShapeError, describe
 from cdiqa.images import check_pair
 from cdiqa.runtime.preprocess import image_from, pair_from
 
-_STOP = object()
+#: longest wait ``threading`` accepts (longer ones raise OverflowError in the waiting thread)
+MAX_SECONDS = float(int(threading.TIMEOUT_MAX))
 
 
 class QueueFull(CdiqaError):
@@ -44,30 +52,72 @@ class StreamClosed(CdiqaError):
     """An item was submitted after ``close()``."""
 
 
+def check_option(kind: str, name: str, value, *, integer: bool = False, low: float = 0,
+                 low_open: bool = False, high: float | None = None,
+                 fix: str = "Fix the option") -> None:
+    """Raise ``ConfigError`` naming option ``name`` unless ``value`` is a number in range.
+
+    Integers (``integer=True``) must be ``int`` (not bool, not float); other numbers must be
+    finite reals. The range is ``[low, high]``, or ``(low, high]`` with ``low_open``.
+
+    >>> check_option("stream", "max_wait", float("inf"), fix="Pass seconds")
+    Traceback (most recent call last):
+    ...
+    cdiqa.errors.ConfigError: Option for stream 'max_wait': got inf, expected a finite number >= 0. Pass seconds.
+    """
+    ok_type = (isinstance(value, numbers.Integral) if integer else
+               isinstance(value, numbers.Real) and math.isfinite(value))
+    bound = f"> {_number(low)}" if low_open else f">= {_number(low)}"
+    if high is not None:
+        bound = f"in {'(' if low_open else '['}{_number(low)}, {_number(high)}]"
+    expected = f"{'an integer' if integer else 'a finite number'} {bound}"
+    if (isinstance(value, bool) or not ok_type or value < low or (low_open and value == low)
+            or (high is not None and value > high)):
+        raise ConfigError(describe("Option", kind, name, repr(value), expected, fix))
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _seconds(value: float | None, name: str) -> float | None:
+    """A wait argument: None or inf wait forever, else finite seconds >= 0."""
+    if value is None or value == math.inf:
+        return None
+    check_option("argument", name, value, high=MAX_SECONDS,
+                 fix="Pass seconds, or None to wait without limit")
+    return float(value)
+
+
 class StreamScorer:
     """Micro-batching front of a ``Scorer`` for pipelines (cameras, scanners).
 
     Args:
         scorer: a loaded ``cdiqa.runtime.Scorer``.
         max_batch: most items scored in one call (None: the scorer's ``max_batch``).
-        max_wait: seconds the worker waits for more items once it has one.
+        max_wait: seconds the worker waits for more items once it has one (finite, >= 0).
         max_queue: items that may wait; more make ``submit`` block or raise.
         reference: a fixed reference image; ``submit`` then takes frames only.
+
+    Raises:
+        ConfigError: an option that is not a number in range (naming the option).
     """
 
     def __init__(self, scorer, *, max_batch: int | None = None, max_wait: float = 0.005,
                  max_queue: int = 64, reference=None) -> None:
+        max_batch = scorer.max_batch if max_batch is None else max_batch
+        fix = "Fix the StreamScorer options"
+        check_option("stream", "max_batch", max_batch, integer=True, low=1, fix=fix)
+        check_option("stream", "max_wait", max_wait, high=MAX_SECONDS, fix=fix)
+        check_option("stream", "max_queue", max_queue, integer=True, low=1, fix=fix)
         self.scorer = scorer
-        self.max_batch = int(max_batch or scorer.max_batch)
-        self.max_wait = float(max_wait)
-        if self.max_batch < 1 or self.max_wait < 0 or max_queue < 1:
-            raise ConfigError(describe("Options", "stream", "StreamScorer",
-                                       (self.max_batch, self.max_wait, max_queue),
-                                       "max_batch >= 1, max_wait >= 0, max_queue >= 1",
-                                       "Fix the stream options"))
+        self.max_batch, self.max_wait, self.max_queue = int(max_batch), float(max_wait), \
+            int(max_queue)
         self.reference = None if reference is None else image_from(reference, "reference")
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._lock = threading.Lock()
+        # One condition guards the queue and the closed flag; nobody blocks while holding it
+        # (waits release it), so close() never waits behind a blocked submit.
+        self._items: deque = deque()
+        self._cond = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="cdiqa-stream", daemon=True)
         self._worker.start()
@@ -80,21 +130,24 @@ class StreamScorer:
 
         Raises:
             QueueFull: the queue stayed full (``block=False``, or for ``timeout`` seconds).
-            StreamClosed: after ``close()``.
+            StreamClosed: after ``close()``, also while waiting for room.
         """
         pair = self._pair(ref, dist)
+        wait = _seconds(timeout, "timeout") if block else 0.0
         future: Future = Future()
-        with self._lock:
+        with self._cond:
+            room = self._cond.wait_for(lambda: self._closed or len(self._items) < self.max_queue,
+                                       wait)
             if self._closed:
                 raise StreamClosed("Submit for stream 'StreamScorer': got an item after close(), "
                                    "expected none. Create a new StreamScorer.")
-            try:
-                self._queue.put((pair, future), block=block, timeout=timeout)
-            except queue.Full:
+            if not room:
                 raise QueueFull(describe("Queue", "stream", "submit",
-                                         f"{self._queue.maxsize} items waiting",
+                                         f"{self.max_queue} items waiting",
                                          "a free slot", "Wait and retry, raise max_queue, or "
-                                         "pass a longer timeout")) from None
+                                         "pass a longer timeout"))
+            self._items.append((pair, future))
+            self._cond.notify_all()
         return future
 
     def map(self, items: Iterable, *, timeout: float | None = None) -> Iterator[float]:
@@ -104,19 +157,28 @@ class StreamScorer:
         """
         pending: deque[Future] = deque()
         for item in items:
-            if len(pending) >= self._queue.maxsize:
+            if len(pending) >= self.max_queue:
                 yield pending.popleft().result(timeout)
             pending.append(self.submit(*item) if self.reference is None else self.submit(item))
         while pending:
             yield pending.popleft().result(timeout)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Stop accepting items, finish every item already submitted, stop the worker."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._queue.put(_STOP)
-        self._worker.join(timeout)
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop accepting items; wait until every queued item is scored and the worker stops.
+
+        Args:
+            timeout: most seconds to wait (None or inf: until done). When it runs out the
+                worker goes on with the remaining items in the background.
+
+        Returns:
+            True if the worker finished within the timeout.
+        """
+        wait = _seconds(timeout, "timeout")
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join(wait)
+        return not self._worker.is_alive()
 
     def __enter__(self) -> "StreamScorer":
         return self
@@ -140,33 +202,62 @@ class StreamScorer:
         return self.reference, frame
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
+        while True:
+            batch = self._next_batch()
+            if not batch:
+                return
+            self._score(batch)
+
+    def _next_batch(self) -> list:
+        """Up to ``max_batch`` items: waits for a first one, then up to ``max_wait`` for more
+        (not after close: the rest is already queued). Empty once closed and drained."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed)
+            if not self._items:
+                return []
+            batch = [self._items.popleft()]
             deadline = time.monotonic() + self.max_wait
             while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
+                if self._items:
+                    batch.append(self._items.popleft())
+                    continue
+                left = deadline - time.monotonic()
+                if self._closed or left <= 0:
                     break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            self._score(batch)
+                self._cond.wait(left)
+            self._cond.notify_all()  # room for submitters waiting on a full queue
+            return batch
 
     def _score(self, batch: list) -> None:
         live = [(pair, f) for pair, f in batch if f.set_running_or_notify_cancel()]
         if not live:
             return
         try:
-            scores = self.scorer.score_pairs([pair for pair, _ in live])
-        except Exception as exc:  # every waiting caller gets the error, the worker lives
-            for _, f in live:
-                f.set_exception(exc)
+            scores = self._scores([pair for pair, _ in live])
+        except Exception as exc:  # the worker lives; find the pairs at fault
+            if len(live) == 1:
+                live[0][1].set_exception(exc)
+            else:
+                for item in live:
+                    self._score_alone(item)
             return
         for (_, f), s in zip(live, scores):
-            f.set_result(float(s))
+            f.set_result(s)
+
+    def _score_alone(self, item) -> None:
+        pair, future = item
+        try:
+            score = self._scores([pair])[0]
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(score)
+
+    def _scores(self, pairs: list) -> list[float]:
+        """One scorer call, as floats; a wrong count is a failure (no future is left hanging)."""
+        scores = [float(s) for s in self.scorer.score_pairs(pairs)]
+        if len(scores) != len(pairs):
+            raise ShapeError(describe("Count", "scores", "score_pairs", len(scores),
+                                      f"{len(pairs)} (one per pair)",
+                                      "Return one score per pair from the scorer"))
+        return scores
