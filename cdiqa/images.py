@@ -72,6 +72,41 @@ def load_image_bytes(data: bytes, name: str) -> np.ndarray:
     return _decode(lambda: Image.open(io.BytesIO(data)), name)
 
 
+def image_from_pil(im, name: str = "image") -> np.ndarray:
+    """A Pillow image as float32 RGB in [0, 1], shape (H, W, 3), converted like a file.
+
+    The conversions of the table above and EXIF orientation apply, as for ``load_image`` of
+    the file it came from; ``im`` itself is left unchanged (and open).
+
+    >>> from PIL import Image
+    >>> image_from_pil(Image.new("L", (2, 1), 255)).tolist()
+    [[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]]
+    """
+    from contextlib import nullcontext
+
+    return _decode(lambda: nullcontext(im), name)
+
+
+def array_from_tensor(tensor, name: str = "tensor") -> np.ndarray:
+    """A torch tensor (C, H, W), (1, C, H, W) or (H, W) as a numpy (H, W[, C]) array.
+
+    Values are not rescaled: float tensors must lie in [0, 1] (``as_image`` checks them),
+    uint8 tensors are 0..255. Works on any device and dtype (bfloat16/float16 become float32)
+    and never imports torch: only a tensor's own methods are called.
+    """
+    t = tensor.detach().cpu()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim not in (2, 3):
+        raise ImageError(describe("Shape", "tensor", name, tuple(t.shape),
+                                  "(C, H, W), (1, C, H, W) or (H, W)",
+                                  "Pass one image (use Scorer.score_batch for several)"))
+    if t.is_floating_point() and str(t.dtype) != "torch.float64":
+        t = t.float()
+    a = t.numpy()
+    return a.transpose(1, 2, 0) if a.ndim == 3 else a
+
+
 def _decode(open_image, name: str) -> np.ndarray:
     """Open (``open_image()``), decode and convert one image file; errors name ``name``."""
     from PIL import Image, ImageOps, UnidentifiedImageError

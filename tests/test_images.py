@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from cdiqa.errors import ImageDecodeError, ImageError
-from cdiqa.images import (as_image, atomic_write, check_pair, load_image, load_image_bytes,
-                          save_image)
+from cdiqa.images import (array_from_tensor, as_image, atomic_write, check_pair, image_from_pil,
+                          load_image, load_image_bytes, save_image)
 from cdiqa.masking import MIN_SIZE
 
 
@@ -120,6 +120,35 @@ def test_decompression_bomb_is_an_image_error(tmp_path, monkeypatch):
         load_image_bytes(data, "big.png")
     with pytest.raises(ImageError, match="big.png' cannot be read: Image size"):
         load_image(tmp_path / "big.png")
+
+
+def test_pil_images_convert_like_their_files(tmp_path, rng):
+    rgb = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(rgb).save(tmp_path / "rotated.png", exif=exif)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")
+    for name in ("rotated.png", "gray.png"):
+        with Image.open(tmp_path / name) as im:
+            got = image_from_pil(im, name)
+            assert im.size == (80, 64)  # the caller's image is left as it was
+        np.testing.assert_array_equal(got, load_image(tmp_path / name))
+    assert image_from_pil(Image.open(tmp_path / "rotated.png")).shape == (80, 64, 3)
+
+
+def test_torch_tensors_become_channels_last_arrays(rng):
+    torch = pytest.importorskip("torch")
+    a = rng.random((64, 80, 3)).astype(np.float32)
+    chw = torch.from_numpy(a.transpose(2, 0, 1).copy())
+    for t in (chw, chw[None], chw.clone().requires_grad_(True)):
+        np.testing.assert_array_equal(array_from_tensor(t), a)
+    half = array_from_tensor(chw.half())  # float16 rounds the same way in torch and numpy
+    assert half.dtype == np.float32
+    np.testing.assert_array_equal(half, a.astype(np.float16).astype(np.float32))
+    assert array_from_tensor(chw[0]).shape == (64, 80)
+    assert array_from_tensor((chw * 255).to(torch.uint8)).dtype == np.uint8
+    with pytest.raises(ImageError, match=r"Shape for tensor 'batch': got \(2, 3, 64, 80\)"):
+        array_from_tensor(torch.stack([chw, chw]), "batch")
 
 
 def test_array_checks():

@@ -8,17 +8,31 @@ batches with a full-image ``roi``.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from cdiqa.images import as_image, check_pair, load_image
+from cdiqa.images import (array_from_tensor, as_image, check_pair, image_from_pil,
+                          load_image)
 from cdiqa.manifest import INPUT_DIST, INPUT_REF, INPUT_ROI
 
+
 def image_from(image, name: str = "image") -> np.ndarray:
-    """A file path or an array (uint8, uint16 or float in [0, 1]) as float32 RGB (H, W, 3)."""
+    """One image as float32 RGB (H, W, 3).
+
+    ``image``: a file path; a numpy array (H, W[, C]) of uint8, uint16 or float in [0, 1]; a
+    Pillow image; or a torch tensor (C, H, W) / (1, C, H, W), float in [0, 1] or uint8.
+    Pillow and torch are recognised through ``sys.modules``: a tensor or a PIL image can only
+    exist once its library was imported, so neither is ever imported here.
+    """
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
+    pil, torch = sys.modules.get("PIL.Image"), sys.modules.get("torch")
+    if pil is not None and isinstance(image, pil.Image):
+        return image_from_pil(image, name)
+    if torch is not None and isinstance(image, torch.Tensor):
+        image = array_from_tensor(image, name)
     return as_image(image, name=name)
 
 
