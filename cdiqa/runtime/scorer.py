@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from cdiqa.errors import BackendUnavailable, ConfigError, ManifestError, ShapeError, describe
-from cdiqa.manifest import (OUTPUT_COUNTS, OUTPUT_SUMS, OUTPUT_SUMSQ, Manifest, load_manifest,
-                            read_json)
+from cdiqa.manifest import (DEFAULT_BUNDLE, OUTPUT_COUNTS, OUTPUT_SUMS, OUTPUT_SUMSQ, Manifest,
+                            load_manifest, read_json)
 from cdiqa.masking import features_from_stats
 from cdiqa.runtime.backends import AUTO_ORDER, Session, SessionOptions, get_backend
 from cdiqa.runtime.preprocess import feed, group_by_size, pair_from
@@ -60,14 +60,19 @@ class Scorer:
         self._reopen = None
 
     @classmethod
-    def load(cls, bundle: str | os.PathLike, backend: str = "auto", device: str | None = None,
+    def load(cls, bundle: str | os.PathLike | None = None, backend: str = "auto",
+             device: str | None = None,
              domain: str | None = None, *, options: SessionOptions | None = None,
              max_batch: int = MAX_BATCH, tile: int | None = None, halo: int | None = None,
              verify: bool = True, precision: str = "fp32") -> "Scorer":
-        """Open a bundle.
+        """Open a bundle (by default the model bundled with cdiqa).
+
+        >>> with Scorer.load() as scorer:                    # doctest: +SKIP
+        ...     scorer.score("ref.png", "dist.png")
 
         Args:
-            bundle: a directory written by ``iqa-export export``.
+            bundle: a directory written by ``iqa-export export``; None: the bundled default
+                model (``cdiqa.manifest.DEFAULT_BUNDLE``).
             backend: "auto" (TensorRT if it loads, else ONNX Runtime) or a registered name.
             device: "cpu", "cuda", "cuda:N"; None lets the backend choose.
             domain: a domain profile of the bundle; None: the manifest's default.
@@ -82,7 +87,7 @@ class Scorer:
         """
         from dataclasses import replace
 
-        manifest = load_manifest(bundle, verify=verify)
+        manifest = load_manifest(DEFAULT_BUNDLE if bundle is None else bundle, verify=verify)
         options = replace(options or SessionOptions(), precision=precision,
                           domain=domain or manifest.default_domain)
         session = _reopened(open_session(manifest, backend, device, options), precision)
@@ -110,7 +115,8 @@ class Scorer:
     def score(self, ref, dist) -> float:
         """Quality of one pair, in [0, 1], higher is better (1.0 for identical images).
 
-        ``ref`` and ``dist``: file paths or arrays (H, W[, C]) of uint8, uint16 or float.
+        ``ref`` and ``dist``: file paths, arrays (H, W[, C]) of uint8, uint16 or float in
+        [0, 1], Pillow images or torch tensors (C, H, W) (see ``preprocess.image_from``).
         """
         return float(self.score_batch([ref], [dist])[0])
 
@@ -199,3 +205,36 @@ def load_profile(manifest: Manifest, domain: str):
                                      "Fit the head on this model's features"))
     return head
 
+
+
+#: scorers opened by ``score``, by (bundle, domain, precision, backend, device)
+_OPEN: dict[tuple, Scorer] = {}
+
+
+def score(ref, dist, *, bundle: str | os.PathLike | None = None, domain: str | None = None,
+          precision: str = "fp32", backend: str = "auto", device: str | None = None) -> float:
+    """Quality of one pair in [0, 1] (1.0 for identical images), in one call.
+
+    The first call with given options opens the bundle (by default the bundled model) and
+    keeps that scorer for later calls with the same options, so scoring in a loop does not
+    re-read the bundle or re-create the session each time; for control over its lifetime,
+    batching or tiling use ``Scorer.load``.
+
+    Args:
+        ref, dist: file paths, arrays (H, W[, C]) of uint8, uint16 or float in [0, 1], Pillow
+            images or torch tensors (C, H, W) in [0, 1] (``preprocess.image_from``).
+        bundle: a bundle directory; None: the bundled default model.
+        domain, precision, backend, device: as for ``Scorer.load``.
+
+    >>> import numpy as np
+    >>> image = np.random.default_rng(0).random((64, 64, 3))
+    >>> score(image, image)                                  # doctest: +SKIP
+    1.0
+    """
+    path = os.path.abspath(DEFAULT_BUNDLE if bundle is None else bundle)
+    key = (path, domain, precision, backend, device)
+    scorer = _OPEN.get(key)
+    if scorer is None:
+        scorer = _OPEN.setdefault(key, Scorer.load(path, backend, device, domain,
+                                                   precision=precision))
+    return scorer.score(ref, dist)

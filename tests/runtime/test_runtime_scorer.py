@@ -131,3 +131,50 @@ def test_altered_bundle_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
     profile.write_text(profile.read_text().replace('"tau"', '"tau" ', 1))
     with pytest.raises(ManifestError, match=r"sha256 for bundle file 'profiles/natural.json'"):
         Scorer.load(copy)
+
+
+def test_load_without_a_bundle_opens_the_bundled_default(natural_image: np.ndarray) -> None:
+    from cdiqa.manifest import DEFAULT_BUNDLE, load_manifest
+
+    with Scorer.load() as scorer:
+        assert scorer.manifest.model_id == load_manifest(DEFAULT_BUNDLE).model_id
+        assert scorer.domain == scorer.manifest.default_domain
+        assert scorer.score(natural_image, natural_image) == 1.0
+
+
+def test_pil_images_and_torch_tensors_score_like_arrays(scorer: Scorer,
+                                                        natural_image: np.ndarray) -> None:
+    from PIL import Image
+
+    ref8 = np.round(natural_image * 255).astype(np.uint8)
+    dist8 = np.round(_noisy(natural_image, 0.05) * 255).astype(np.uint8)
+    expected = scorer.score(ref8, dist8)
+    assert scorer.score(Image.fromarray(ref8), Image.fromarray(dist8)) == expected
+    assert scorer.score(Image.fromarray(ref8), dist8) == expected
+    torch = pytest.importorskip("torch")
+    ref_t = torch.from_numpy(ref8.transpose(2, 0, 1).copy())
+    dist_t = torch.from_numpy(dist8.transpose(2, 0, 1).copy())
+    assert scorer.score(ref_t, dist_t) == expected                         # uint8 CHW
+    assert scorer.score((ref_t / 255.0)[None], (dist_t / 255.0)[None]) == pytest.approx(
+        expected, abs=tolerance("onnx_score").atol)                        # float NCHW
+    with pytest.raises(ImageError, match=r"Shape for tensor 'ref\[0\]'"):
+        scorer.score_batch([torch.stack([ref_t, ref_t])], [dist_t])
+
+
+def test_cdiqa_score_on_arrays_and_paths(tiny_bundle: Path, scorer: Scorer,
+                                         natural_image: np.ndarray, tmp_path: Path) -> None:
+    import cdiqa
+    from cdiqa.runtime import scorer as scorer_module
+
+    dist = _noisy(natural_image, 0.05)
+    save_image(tmp_path / "ref.png", natural_image)
+    save_image(tmp_path / "dist.png", dist)
+    with Scorer.load() as default:
+        expected = default.score(tmp_path / "ref.png", tmp_path / "dist.png")
+    assert cdiqa.score(tmp_path / "ref.png", str(tmp_path / "dist.png")) == expected
+    assert cdiqa.score(natural_image, natural_image) == 1.0
+    assert cdiqa.score(natural_image, dist, bundle=tiny_bundle) == scorer.score(natural_image,
+                                                                                 dist)
+    opened = len(scorer_module._OPEN)
+    cdiqa.score(natural_image, dist, bundle=tiny_bundle)  # the scorer is kept, not reopened
+    assert len(scorer_module._OPEN) == opened
