@@ -40,19 +40,24 @@ def echo_json(obj) -> None:
 
 
 @contextmanager
-def progress(description: str, total: int | None = None) -> Iterator:
-    """A rich progress bar on stderr; yields ``advance(n=1)``."""
+def progress(description: str, total: int | None = None, unit: str | None = None) -> Iterator:
+    """A rich progress bar on stderr; yields ``advance(n=1)``. ``unit``: also show the mean
+    rate, e.g. "12.3 pairs/s"."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    rate = [TextColumn("{task.fields[rate]}")] if unit else []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *rate,
                   TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=total, rate="")
 
         def advance(n: int = 1, total: int | None = None) -> None:
             if total is not None:
                 bar.update(task, total=total)
             bar.advance(task, n)
+            if unit:
+                t = bar.tasks[task]
+                bar.update(task, rate=f"{t.completed / max(t.elapsed or 0, 1e-9):.1f} {unit}/s")
 
         yield advance
 
@@ -66,6 +71,19 @@ def version() -> None:
     from cdiqa import __version__
 
     typer.echo(__version__)
+
+
+def _version_option(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: bool = typer.Option(False, "--version", is_eager=True,
+                                               callback=_version_option,
+                                               help="Print the cdiqa version and exit.")) -> None:
+    """Train, export, calibrate, build and serve the cdiqa FR-IQA model."""
 
 
 @app.command("triton")
@@ -262,42 +280,78 @@ def fit_head_cmd(
 
 @app.command("score")
 def score_cmd(
-    ref: Optional[Path] = typer.Argument(None, help="Reference image."),
-    dist: Optional[Path] = typer.Argument(None, help="Distorted image."),
+    ref: Optional[Path] = typer.Argument(None, help="Reference image, or folder of references."),
+    dist: Optional[Path] = typer.Argument(None, help="Distorted image, or folder of them: "
+                                                     "ref/cat.png <-> dist/cat_jpeg_3.png."),
     pairs: Optional[Path] = typer.Option(None, help="CSV with ref_path, dist_path columns."),
-    out: Optional[Path] = typer.Option(None, "--out", help="With --pairs: CSV to write."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Model; default: the bundled one."),
-    head: Optional[Path] = typer.Option(None, help="Head JSON; default: the bundled one."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Per-pair results: OUT.csv or "
+                                                           "OUT.jsonl (needed for many pairs, "
+                                                           "unless --json)."),
+    recursive: bool = typer.Option(False, "--recursive", help="Folders: sub-folders too, "
+                                                              "matching relative paths."),
+    bundle: Optional[Path] = typer.Option(None, help="Bundle; default: the bundled model."),
+    domain: Optional[str] = typer.Option(None, help="Domain profile; default: the bundle's."),
+    precision: str = typer.Option("fp32", help="fp32, or a calibrated domain's int8/fp16."),
+    tile: Optional[int] = typer.Option(None, help="Score images larger than this in tiles."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads; default: all cores."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Torch checkpoint instead of a bundle."),
+    head: Optional[Path] = typer.Option(None, help="Head JSON for --checkpoint (torch)."),
+    json_out: bool = typer.Option(False, "--json", help="Print per-pair results as JSON."),
 ) -> None:
-    """Quality in [0, 1] (1 = identical) of one pair, or of every row of a pairs CSV."""
+    """Quality in [0, 1] (1 = identical) of a pair, of every row of a pairs CSV, or of two
+    folders (a distorted file belongs to the reference whose stem is the longest prefix of its
+    stem). Bad rows become error rows; the exit code is 1 if any."""
+    from contextlib import nullcontext
+
     from cdiqa.errors import ConfigError
+    from cdiqa.runtime.batch import (ScorerConfig, output_format, plan_jobs, score_each,
+                                     write_results)
 
-    if (pairs is None) == (ref is None or dist is None) or (pairs is not None and ref):
-        raise ConfigError("Arguments for score: expected either REF DIST or --pairs CSV --out "
-                          "CSV. Pass one of the two.")
-    if pairs is None:
-        if checkpoint is None and head is None:  # the default model: the torch-free runtime
-            from cdiqa.manifest import DEFAULT_BUNDLE
-            from cdiqa.runtime import Scorer
+    many = pairs is not None or (ref and dist and ref.is_dir() and dist.is_dir())
+    if out is None and not json_out and many:
+        raise ConfigError("Option for score: got no --out for many pairs, expected --out "
+                          "OUT.csv or OUT.jsonl, or --json. Add one.")
+    output_format(out) if out else None  # before any work
+    plan = plan_jobs(ref, dist, pairs, recursive=recursive)
+    config = ScorerConfig(bundle=bundle, domain=domain, precision=precision, tile=tile,
+                          threads=threads)
+    scorer = _torch_scorer(checkpoint, head, config) if checkpoint or head else config.open()
+    n = len(plan.jobs)
+    bar = progress("score", n, unit="pairs") if n > 4 else nullcontext(lambda: None)
+    with scorer, bar as advance:
+        results = write_results(out, score_each(scorer, plan.jobs, progress=lambda *_: advance()))
+    failed = [r for r in results if r.error]
+    if plan.mode == "pair" and out is None:
+        if failed:
+            raise failed[0].exception
+        return echo_json(results[0].to_dict()) if json_out else typer.echo(
+            f"{results[0].score:.6f}")
+    for r in failed[:10]:
+        typer.echo(f"error: {r.error}", err=True)
+    echo_json([r.to_dict() for r in results]) if json_out else None
+    typer.echo(f"{'wrote ' + str(out) if out else 'scored'} ({n - len(failed)} of {n} pairs "
+               f"scored, {len(failed)} failed)", err=json_out)
+    if failed:
+        raise typer.Exit(1)
 
-            with Scorer.load(DEFAULT_BUNDLE) as scorer:
-                q = scorer.score(ref, dist)
-        else:
-            from cdiqa.model.scoring import score_pair
 
-            q = score_pair(ref, dist, checkpoint, head)
-        echo_json({"ref": str(ref), "dist": str(dist), "score": q}) if json_out else \
-            typer.echo(f"{q:.6f}")
-        return
-    if out is None:
-        raise ConfigError("Option for --pairs: got no --out, expected a CSV to write. Add --out.")
-    from cdiqa.model.scoring import score_file
+def _torch_scorer(checkpoint: Optional[Path], head: Optional[Path], config):
+    """--checkpoint/--head: the torch model of ``cdiqa.model.scoring`` as a pairs scorer."""
+    from cdiqa._lazy import lazy_import
+    from cdiqa.errors import ConfigError
+    from cdiqa.runtime.batch import FunctionScorer, ScorerConfig
 
-    with progress("score") as advance:
-        q = score_file(pairs, out, checkpoint, head, lambda i, n: advance(1, total=n))
-    echo_json({"out": str(out), "pairs": len(q), "mean_score": float(q.mean())}) if json_out \
-        else typer.echo(f"wrote {out} ({len(q)} pairs)")
+    if config != ScorerConfig():
+        raise ConfigError("Options for score --checkpoint/--head: got runtime options "
+                          "(--bundle, --domain, --precision, --tile, --threads), expected "
+                          "none. Drop them, or export the checkpoint: iqa-export export.")
+    typer.echo("note: --checkpoint/--head score through torch (cdiqa.model), not the "
+               "torch-free runtime of a bundle", err=True)
+    lazy_import("torch", purpose="Scoring with --checkpoint/--head")
+    from cdiqa.model.scoring import pair_features, resolve_head, resolve_model
+
+    model, q_head = resolve_model(checkpoint), resolve_head(head)
+    return FunctionScorer(lambda loaded: q_head.score(pair_features(model, loaded)))
 
 
 @app.command("eval")

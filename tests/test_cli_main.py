@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import cdiqa
 from cdiqa.manifest import DEFAULT_BUNDLE
 
 
@@ -87,6 +88,12 @@ def test_the_console_script_exits_1_on_a_damaged_bundle(damaged):
         pytest.skip(f"console script not installed beside {sys.executable}")
     out = _run("check", str(damaged), exe=(str(script),))
     assert out.returncode == 1 and "FAIL" in out.stdout, out.stdout + out.stderr
+
+
+def test_version_option_prints_the_version_command():
+    out, command = _run("--version"), _run("version")
+    assert out.returncode == command.returncode == 0
+    assert out.stdout == command.stdout == f"{cdiqa.__version__}\n"
 
 
 def test_score_of_a_missing_file_exits_1_with_one_line(tmp_path):

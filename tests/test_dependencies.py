@@ -1,7 +1,7 @@
 """Import direction (read with ast) and the runtime's independence from torch.
 
-- ``runtime`` imports only masking, manifest, errors, images, tolerances, _lazy, heads and
-  itself; never torch, onnx or onnxscript, and onnxruntime/tensorrt only through ``_lazy``.
+- ``runtime`` imports only masking, manifest, errors, images, pairs, tolerances, _lazy, heads
+  and itself; never torch, onnx or onnxscript, and onnxruntime/tensorrt only through ``_lazy``.
 - ``masking <- model <- export <- calibration``: nothing imports against that direction.
 - In a fresh interpreter where importing torch fails, ``import cdiqa.runtime``,
   ``import cdiqa.export`` and ``iqa-export --help`` work, and ``import cdiqa.runtime`` adds
@@ -20,12 +20,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cdiqa"
 RUNTIME_MAY_IMPORT = {"cdiqa", "cdiqa.masking", "cdiqa.manifest", "cdiqa.errors", "cdiqa.images",
-                      "cdiqa.tolerances", "cdiqa._lazy", "cdiqa.heads"}
+                      "cdiqa.pairs", "cdiqa.tolerances", "cdiqa._lazy", "cdiqa.heads"}
 HEAVY = {"torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "tensorrt", "cuda"}
 #: package -> cdiqa packages it must never import (the one-way flow of STYLE.md 1)
 FORBIDDEN = {
     "cdiqa/masking.py": {"cdiqa.model", "cdiqa.export", "cdiqa.calibration", "cdiqa.runtime"},
     "cdiqa/manifest.py": {"cdiqa.model", "cdiqa.export", "cdiqa.calibration", "cdiqa.runtime"},
+    "cdiqa/pairs.py": {"cdiqa.model", "cdiqa.export", "cdiqa.calibration", "cdiqa.runtime"},
     "cdiqa/model": {"cdiqa.export", "cdiqa.calibration", "cdiqa.runtime"},
     "cdiqa/export": {"cdiqa.calibration"},
 }
@@ -96,7 +97,7 @@ def _child(code: str) -> subprocess.CompletedProcess:
 
 def test_runtime_and_export_import_without_torch() -> None:
     out = _child("import cdiqa.runtime, cdiqa.runtime.stream, cdiqa.runtime.tiling, "
-                 "cdiqa.runtime.bench, cdiqa.runtime.backends.onnxruntime, cdiqa.export, "
+                 "cdiqa.runtime.bench, cdiqa.runtime.batch, cdiqa.runtime.backends.onnxruntime, cdiqa.export, "
                  "cdiqa.manifest\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
                  "{'torch', 'onnx', 'onnxscript', 'onnxruntime'}))")
     assert out.stdout.strip() == "[]"
@@ -119,3 +120,12 @@ def test_runtime_import_pulls_only_the_standard_library() -> None:
     loaded = set(_child(code).stdout.split()) - {"cdiqa"}
     outside = {m for m in loaded if m not in sys.stdlib_module_names}
     assert not outside, f"import cdiqa.runtime loads non-standard modules: {sorted(outside)}"
+
+
+def test_import_cdiqa_pulls_only_the_standard_library() -> None:
+    """``import cdiqa`` (for ``cdiqa.score``) loads no numpy, onnxruntime or torch: the
+    one-liner imports the runtime on its first call."""
+    code = ("import sys\nbefore = set(sys.modules)\nimport cdiqa\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
+    loaded = set(_child(code).stdout.split()) - {"cdiqa"}
+    assert {m for m in loaded if m not in sys.stdlib_module_names} == set()

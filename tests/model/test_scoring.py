@@ -63,11 +63,11 @@ def test_identical_pair_scores_exactly_one_and_noise_scores_lower(files):
 def test_cli_score_prints_the_score_and_json(files):
     res = runner.invoke(app, ["score", str(files["ref"]), str(files["d1"]), *_opts(files)])
     assert res.exit_code == 0, res.output
-    q = float(res.output.strip())
+    q = float(res.stdout.strip())  # stdout only: stderr has the torch note
     assert 0 <= q < 1
     res = runner.invoke(app, ["score", str(files["ref"]), str(files["d1"]), "--json",
                               *_opts(files)])
-    assert json.loads(res.output)["score"] == pytest.approx(q, abs=1e-6)
+    assert json.loads(res.stdout)["score"] == pytest.approx(q, abs=1e-6)
 
 
 def test_cli_score_pairs_file_keeps_columns_and_adds_score(files, tmp_path):
@@ -128,8 +128,10 @@ def test_subprocess_bad_file_exits_1_with_one_line(files, tmp_path):
                            str(missing), *_opts(files)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "nope.png" in lines[0] and lines[0].startswith("error:")
+    lines = proc.stderr.strip().splitlines()  # the torch note, then the error: one line each
+    assert len(lines) == 2 and lines[0].startswith("note: --checkpoint/--head score through "
+                                                   "torch")
+    assert "nope.png" in lines[1] and lines[1].startswith("error:")
 
 
 def test_subprocess_scores_a_pair(files):
