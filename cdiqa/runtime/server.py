@@ -9,7 +9,8 @@ Endpoints (OpenAPI at ``GET /openapi.json``, see ``server_openapi``; docs/servin
 
 A scoring request::
 
-    body (<= max_body: 413) ─► multipart (else 415/400) ─► decode ref, dist in a worker thread
+    body (<= max_body: 413; in by the deadline: 408) ─► multipart (else 415/400)
+      ─► decode ref, dist in a worker thread
       (400 bad bytes, 413 too many pixels) ─► StreamScorer.submit(block=False) of the domain
       (422 sizes differ / too small; 503 + Retry-After when the queue is full)
       ─► await the future until the request's deadline (504) ─► {"score", "domain", "id"}
@@ -19,6 +20,11 @@ Pairs of concurrent requests meet in the domain's ``StreamScorer`` and run as on
 ``{"error": {"code", "message", "field"}}`` and the server keeps serving. Shutdown (SIGTERM,
 SIGINT): uvicorn stops accepting connections and waits for the requests in flight; then every
 stream drains before the session closes, so an accepted request is answered.
+
+A pair the scorer rejects inside a micro-batch fails only its own request (the stream scores
+the batch's pairs again one by one). ``X-Request-Id`` is echoed only when it is 1-128
+characters of ``[A-Za-z0-9._:-]`` (see ``request_id_from``). uvicorn runs h11 with the
+config's keep-alive timeout, connection cap and header size limit (``uvicorn_config``).
 
 Starlette, uvicorn, python-multipart and prometheus-client are imported when an app is built
 (``cdiqa[serve]``); importing this module needs numpy only.
@@ -30,6 +36,8 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
+import re
 import socket
 import threading
 import time
@@ -40,8 +48,7 @@ from typing import Callable
 import numpy as np
 
 from cdiqa import _lazy
-from cdiqa.errors import (CdiqaError, ConfigError, ImageDecodeError, ImageError, ManifestError,
-                          describe)
+from cdiqa.errors import CdiqaError, ConfigError, ImageDecodeError, ImageError, describe
 from cdiqa.images import load_image_bytes
 from cdiqa.masking import MIN_SIZE
 
@@ -74,6 +81,15 @@ class ServeConfig:
         decode_threads: threads decoding images; None: min(4, CPU count). Few on purpose:
             dozens of threads (Starlette's default pool) contending for the GIL starve the
             event loop and stretch tail latency under load.
+        keep_alive: seconds an idle keep-alive connection stays open (uvicorn's
+            ``timeout_keep_alive``).
+        max_concurrency: most open connections plus requests in progress; beyond it uvicorn
+            answers 503 at once (``limit_concurrency``); None: no limit.
+        max_header: largest request line plus headers in bytes (h11's
+            ``max_incomplete_event_size``; larger: 431 / connection closed).
+
+    The body must arrive within ``timeout`` of the request's start (408 otherwise), so a
+    client that sends slowly holds a connection for at most that long.
     """
 
     host: str = "127.0.0.1"
@@ -92,20 +108,66 @@ class ServeConfig:
     retry_after: int = 1
     access_log: bool = False
     decode_threads: int | None = None
+    keep_alive: float = 5.0
+    max_concurrency: int | None = 128
+    max_header: int = 16 << 10
 
     def check(self) -> None:
-        """Raise ``ConfigError`` for options out of range."""
-        bad = {k: v for k, v in {"max_batch": self.max_batch, "max_queue": self.max_queue,
-                                 "max_body": self.max_body, "max_pixels": self.max_pixels,
-                                 "max_pairs": self.max_pairs}.items() if v < 1}
-        if self.timeout <= 0 or self.max_wait < 0 or not 0 <= self.port < 65536 or (
-                self.decode_threads is not None and self.decode_threads < 1):
-            bad.update(timeout=self.timeout, max_wait=self.max_wait, port=self.port,
-                       decode_threads=self.decode_threads)
-        if bad:
-            raise ConfigError(describe("Options", "server", "serve", bad, "max_* >= 1, "
-                                       "timeout > 0, max_wait >= 0, 0 <= port < 65536",
-                                       "Fix the serve options"))
+        """Raise ``ConfigError`` naming the first option that is out of range or not a number
+        (NaN and inf included: ``max_wait=inf`` would stop the batcher's thread)."""
+        from cdiqa.runtime.stream import MAX_SECONDS, check_option
+
+        def number(name: str, **limits) -> None:
+            value = getattr(self, name)
+            if value is None and limits.pop("optional", False):
+                return
+            limits.pop("optional", None)
+            flag = _SERVE_FLAGS.get(name)
+            check_option("server", name, value, **limits,
+                         fix=f"Fix ServeConfig.{name}" + (f" (iqa-export serve {flag})"
+                                                          if flag else ""))
+
+        number("port", integer=True, high=65535)
+        for name in ("max_batch", "max_queue", "max_body", "max_pixels", "max_pairs",
+                     "max_header"):
+            number(name, integer=True, low=1)
+        for name in ("threads", "decode_threads", "max_concurrency"):
+            number(name, integer=True, low=1, optional=True)
+        number("retry_after", integer=True)
+        for name in ("timeout", "keep_alive"):
+            number(name, low_open=True, high=MAX_SECONDS)
+        number("max_wait", high=MAX_SECONDS)
+        if self.max_batch > 1 and self.max_wait >= self.timeout:
+            raise ConfigError(describe(
+                "Option", "server", "max_wait", f"{self.max_wait} s",
+                f"less than timeout ({self.timeout} s)", "A lone request would wait out its "
+                "timeout in the batcher: lower --max-wait-ms or raise --timeout"))
+
+
+#: the ``iqa-export serve`` flag of a ServeConfig field, for messages
+_SERVE_FLAGS = {"port": "--port", "threads": "--threads", "max_batch": "--max-batch",
+                "max_wait": "--max-wait-ms", "max_queue": "--max-queue",
+                "timeout": "--timeout", "max_body": "--max-body-mb"}
+
+#: request ids echoed as sent; any other X-Request-Id is replaced by a fresh one
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_from(header: str | None) -> str:
+    """The id of a request: its ``X-Request-Id`` with surrounding whitespace stripped, if
+    that is 1-128 characters of ``[A-Za-z0-9._:-]``, else a fresh uuid4 hex (32 characters).
+
+    Replaced, not truncated or escaped: the id goes back out as a response header, and a cut
+    that leaves trailing whitespace (or any control character) is a header h11 refuses to
+    send, so the client got an empty reply.
+
+    >>> request_id_from(" abc-1 ")
+    'abc-1'
+    >>> len(request_id_from("a b"))
+    32
+    """
+    value = (header or "").strip()
+    return value if REQUEST_ID.fullmatch(value) else uuid.uuid4().hex
 
 
 class ApiError(Exception):
@@ -156,6 +218,7 @@ class Service:
         self.ready = threading.Event()
         self.failure: str | None = None
         self.closing = False
+        self.drained = True
 
     def start(self) -> None:
         """Load (if given a loader), then warm up: score one pair of the smallest size."""
@@ -175,11 +238,20 @@ class Service:
         self.metrics.ready.set(1)
 
     def check_domain(self, domain: str, field: str) -> None:
-        """Raise ``ApiError`` 400 unless the bundle has ``domain``."""
-        try:
-            self.scorer.manifest.domain_path(domain)
-        except ManifestError as exc:
-            raise ApiError(400, "unknown_domain", str(exc), field) from None
+        """Raise ``ApiError`` 400 unless the bundle has ``domain``.
+
+        The message names the domains, not the bundle (the manifest's own message holds the
+        bundle's path on this machine, which clients have no business seeing).
+        """
+        import difflib
+
+        domains = sorted(self.scorer.manifest.domains)
+        if domain in domains:
+            return
+        near = difflib.get_close_matches(domain, domains, n=1)
+        raise ApiError(400, "unknown_domain", describe(
+            "Domain", "request", field, repr(domain), f"one of {domains}",
+            f"Did you mean '{near[0]}'?" if near else "Use one of them"), field)
 
     def stream(self, domain: str):
         """The ``StreamScorer`` of ``domain`` (created on first use; the session is shared)."""
@@ -214,18 +286,32 @@ class Service:
         future.add_done_callback(lambda _: self.metrics.queue_depth.dec())
         return future
 
-    def close(self) -> None:
-        """Refuse new pairs, finish every accepted one, close an owned scorer."""
+    def close(self) -> bool:
+        """Refuse new pairs, finish every accepted one, close an owned scorer.
+
+        The streams get ``timeout`` seconds to drain (every request waiting on them has had
+        its answer by then). A stream still busy after that (a hung inference call) is left
+        to its daemon thread and the session is left open rather than closed under it.
+
+        Returns:
+            True if every stream drained.
+        """
         self.closing = True
         self.ready.clear()
         self.metrics.ready.set(0)
         with self._lock:
             streams, self._streams = list(self._streams.values()), {}
-        for stream in streams:
-            stream.close()
-        self.executor.shutdown(wait=True)
-        if self._owned and self.scorer is not None:
+        deadline = time.monotonic() + self.config.timeout
+        drained = all([stream.close(max(0.0, deadline - time.monotonic()))
+                       for stream in streams])
+        self.executor.shutdown(wait=drained)
+        if not drained:
+            log.warning("cdiqa server: a stream was still scoring %s s after shutdown began; "
+                        "leaving it and its session", self.config.timeout)
+        elif self._owned and self.scorer is not None:
             self.scorer.close()
+        self.drained = drained
+        return drained
 
 
 def _shutting_down(config: ServeConfig) -> ApiError:
@@ -267,8 +353,10 @@ def _too_large(size, limit: int) -> ApiError:
         "Send smaller images or raise the server's --max-body"))
 
 
-async def read_form(request, config: ServeConfig, max_files: int):
-    """The multipart form of ``request`` (415 for another content type, 400 if malformed)."""
+async def read_form(request, config: ServeConfig, max_files: int,
+                    deadline: float | None = None):
+    """The multipart form of ``request`` (415 for another content type, 400 if malformed,
+    408 if the body is not in by ``deadline``)."""
     from starlette.requests import Request
 
     ctype = request.headers.get("content-type", "")
@@ -277,7 +365,15 @@ async def read_form(request, config: ServeConfig, max_files: int):
             "Content type", "request", "body", repr(ctype or "none"), "multipart/form-data",
             "Send the images as form files 'ref' and 'dist' (curl -F ref=@a.png -F "
             "dist=@b.png)"), "content-type")
-    body = await read_body(request, config.max_body)
+    try:  # a slow sender holds its connection until the request's deadline, not forever
+        body = await asyncio.wait_for(read_body(request, config.max_body),
+                                      None if deadline is None
+                                      else max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise ApiError(408, "body_timeout", describe(
+            "Duration", "request", "body", f"over {config.timeout} s to arrive",
+            f"the whole body within {config.timeout} s", "Send the body at once, send "
+            "smaller images, or raise the server's --timeout")) from None
     replay = Request(request.scope, receive=_replay(body))
     try:
         return await replay.form(max_files=max_files, max_fields=len(_FIELDS) + max_files)
@@ -441,7 +537,7 @@ class _Handlers:
 
         async def run(request):
             start = time.perf_counter()
-            request_id = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
+            request_id = request_id_from(request.headers.get("x-request-id"))
             try:
                 response = await handler(request, request_id)
             except ApiError as exc:
@@ -475,12 +571,15 @@ class _Handlers:
                                "Check the URL.")
 
     async def not_allowed(self, request, exc):
+        allow = (getattr(exc, "headers", None) or {}).get("Allow", "")  # Starlette's route
         return self._unmatched(405, "method_not_allowed", describe(
-            "Method", "path", request.url.path, request.method, "the one in /openapi.json",
-            "Use POST for /v1/score*, GET for the others"))
+            "Method", "path", request.url.path, request.method, allow or "another method",
+            f"Use {allow.split(',')[0] if allow else 'the method in /openapi.json'}"),
+            {"Allow": allow} if allow else None)
 
-    def _unmatched(self, status: int, code: str, message: str):
-        response = self.error_response(ApiError(status, code, message))
+    def _unmatched(self, status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None):
+        response = self.error_response(ApiError(status, code, message, headers=headers))
         self.service.metrics.observe_request("unmatched", status, 0.0)
         return response
 
@@ -509,7 +608,7 @@ class _Handlers:
 
         deadline = time.monotonic() + self.config.timeout
         self._ready_or_503()
-        form = await read_form(request, self.config, max_files=4)  # 2 + slack: named errors
+        form = await read_form(request, self.config, 4, deadline)  # 2 + slack: named errors
         domain = form_domain(request, form, self.service.default_domain)
         self.service.check_domain(domain, "domain")
         ref, dist = (form_files(form, n, False, 1)[0] for n in ("ref", "dist"))
@@ -523,7 +622,7 @@ class _Handlers:
         deadline = time.monotonic() + self.config.timeout
         self._ready_or_503()
         n = self.config.max_pairs
-        form = await read_form(request, self.config, max_files=2 * n + 2)
+        form = await read_form(request, self.config, 2 * n + 2, deadline)
         domain = form_domain(request, form, self.service.default_domain)
         self.service.check_domain(domain, "domain")
         refs, dists = (form_files(form, name, True, n) for name in ("ref", "dist"))
@@ -625,21 +724,35 @@ def serve(bundle, config: ServeConfig | None = None, *, ready: Callable[[str], N
 
     config = config or ServeConfig()
     config.check()
-    uvicorn = _lazy.lazy_import("uvicorn", purpose="The HTTP server")
+    uvicorn = _lazy.lazy_import("uvicorn", purpose="The HTTP server")  # before the load
     scorer = Scorer.load(bundle, config.backend, config.device, config.domain,
                          options=SessionOptions(threads=config.threads),
                          max_batch=config.max_batch)
+    app = None
     try:
         app = create_app(scorer, config)
         sock, url = _listen(config.host, config.port)
-        server = uvicorn.Server(uvicorn.Config(
-            app, log_level="info", access_log=config.access_log, lifespan="on",
-            timeout_graceful_shutdown=int(config.timeout) + 5))
+        server = uvicorn.Server(uvicorn_config(app, config))
         (ready or (lambda u: print(f"cdiqa serving on {u}", flush=True)))(url)
         with _quiet_signals():
             server.run(sockets=[sock])
     finally:
-        scorer.close()
+        if app is None or app.state.service.drained:  # else a stream may still be using it
+            scorer.close()
+
+
+def uvicorn_config(app, config: ServeConfig):
+    """The ``uvicorn.Config`` that ``serve`` runs ``app`` with.
+
+    h11 is named, not left to uvicorn's choice ("auto" takes httptools when installed):
+    the header size limit is h11's setting, and h11 is the parser the tests exercise.
+    """
+    uvicorn = _lazy.lazy_import("uvicorn", purpose="The HTTP server")
+    return uvicorn.Config(
+        app, http="h11", log_level="info", access_log=config.access_log, lifespan="on",
+        timeout_keep_alive=config.keep_alive, limit_concurrency=config.max_concurrency,
+        h11_max_incomplete_event_size=config.max_header,
+        timeout_graceful_shutdown=math.ceil(config.timeout) + 5)
 
 
 def _listen(host: str, port: int) -> tuple[socket.socket, str]:

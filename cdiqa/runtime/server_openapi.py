@@ -13,6 +13,7 @@ ERROR_CODES = {
           "count_mismatch", "too_many_pairs", "unknown_domain"],
     404: ["not_found"],
     405: ["method_not_allowed"],
+    408: ["body_timeout"],
     413: ["payload_too_large", "image_too_large"],
     415: ["unsupported_media_type"],
     422: ["size_mismatch", "image_too_small", "unprocessable_image"],
@@ -24,6 +25,7 @@ ERROR_CODES = {
 _DESCRIPTIONS = {
     400: "Malformed request: bad multipart body, a missing/unknown field, undecodable image "
          "bytes, ref/dist counts that differ, too many pairs, or an unknown domain.",
+    408: "The request body did not arrive within the server's per-request timeout.",
     413: "Request body over the size limit, or an image over the pixel limit.",
     415: "Content type is not multipart/form-data.",
     422: "Images that decode but cannot be scored together (sizes differ, under 64 x 64, "
@@ -49,10 +51,17 @@ def _json(description: str, schema: str) -> dict:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
 
-_REQUEST_ID = {"name": "X-Request-Id", "in": "header", "required": False,
-               "description": "Echoed in the response (header and JSON 'id'); generated if absent",
-               "schema": {"type": "string", "maxLength": 128}}
-_SCORE_ERRORS = (400, 413, 415, 422, 500, 503, 504)
+def _request_id() -> dict:
+    from cdiqa.runtime.server import REQUEST_ID  # the one definition of what is echoed
+
+    return {"name": "X-Request-Id", "in": "header", "required": False,
+            "description": "Echoed in the response (header and JSON 'id') when it matches the "
+                           "pattern after stripping surrounding whitespace; absent or any "
+                           "other value: a generated 32-character id instead",
+            "schema": {"type": "string", "pattern": f"^{REQUEST_ID.pattern}$"}}
+
+
+_SCORE_ERRORS = (400, 408, 413, 415, 422, 500, 503, 504)
 
 
 def _domain_parameter(domains: list[str]) -> dict:
@@ -89,13 +98,13 @@ def openapi(domains: list[str], default_domain: str, *, version: str, max_body: 
         "paths": {
             "/v1/score": {"post": {
                 "summary": "Score one pair", "operationId": "score", "description": limits,
-                "parameters": [_domain_parameter(domains), _REQUEST_ID],
+                "parameters": [_domain_parameter(domains), _request_id()],
                 "requestBody": _form(False, domains), "responses": score_responses}},
             "/v1/score/batch": {"post": {
                 "summary": "Score several pairs (ref and dist repeated, paired in order)",
                 "operationId": "score_batch",
                 "description": f"{limits} At most {max_pairs} pairs per request.",
-                "parameters": [_domain_parameter(domains), _REQUEST_ID],
+                "parameters": [_domain_parameter(domains), _request_id()],
                 "requestBody": _form(True, domains), "responses": batch_responses}},
             "/healthz": {"get": {"summary": "Liveness: the process serves HTTP",
                                  "operationId": "healthz",

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from cdiqa.errors import BackendUnavailable, ConfigError
+from cdiqa.errors import BackendUnavailable, ConfigError, ShapeError
 from cdiqa.runtime import Scorer, SessionOptions
 from cdiqa.runtime.server import ServeConfig, create_app
 from cdiqa.runtime.server_openapi import ERROR_CODES
@@ -145,8 +145,9 @@ def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(sc
         ("unknown field", {"files": {**good, "reference": good["ref"]}}, "/v1/score", 400,
          "unknown_field", "reference", r"Field for form 'reference': got an unknown field"),
         ("unknown domain", {"files": good, "params": {"domain": "medcal"}}, "/v1/score", 400,
-         "unknown_domain", "domain", r"Domain for bundle .*got 'medcal', expected one of "
-                                     r"\['medical', 'natural'\].*'medical'"),
+         "unknown_domain", "domain", r"^Domain for request 'domain': got 'medcal', expected "
+                                     r"one of \['medical', 'natural'\]\. Did you mean "
+                                     r"'medical'\?$"),
         ("two domains", {"files": good, "params": {"domain": "natural"},
                          "data": {"domain": "medical"}}, "/v1/score", 400, "invalid_field",
          "domain", r"Domain for request 'domain': got 'natural' \(query\) and 'medical' \(form\)"),
@@ -172,6 +173,7 @@ def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(sc
             assert error["code"] == code, what
             assert error.get("field") == field, what
             assert re.search(message, error["message"]), (what, error["message"])
+            assert str(scorer.manifest.root) not in r.text, what  # no server paths
             assert code in ERROR_CODES[status], what
             assert status in spec_statuses(client, path), what
             ok = client.post("/v1/score", files=good)
@@ -181,6 +183,13 @@ def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(sc
                                            ("GET", "/v2/score", 404, "not_found")):
             r = client.request(method, path)
             assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+        r = client.get("/v1/score/batch")
+        assert r.headers["allow"] == "POST"
+        assert r.json()["error"]["message"] == ("Method for path '/v1/score/batch': got GET, "
+                                                "expected POST. Use POST.")
+        r = client.post("/healthz")
+        assert r.status_code == 405
+        assert set(r.headers["allow"].split(", ")) == {"GET", "HEAD"}
         metrics = client.get("/metrics").text
     for code in {c[4] for c in cases}:
         n = sum(1 for c in cases if c[4] == code)
@@ -198,7 +207,8 @@ def test_openapi_describes_exactly_the_app_routes(scorer):
     assert routes == described
     for path in ("/v1/score", "/v1/score/batch"):
         op = spec["paths"][path]["post"]
-        assert {int(s) for s in op["responses"]} == {200, 400, 413, 415, 422, 500, 503, 504}
+        assert {int(s) for s in op["responses"]} == {200, 400, 408, 413, 415, 422, 500, 503,
+                                                     504}
         assert op["parameters"][0]["schema"]["enum"] == ["medical", "natural"]
         form = op["requestBody"]["content"]["multipart/form-data"]["schema"]
         assert form["required"] == ["ref", "dist"]
@@ -291,13 +301,57 @@ def test_a_broken_bundle_is_reported_by_readyz(tmp_path):
         assert client.get("/healthz").status_code == 200
 
 
+_NUMBER = "a finite number in (0, 9223372036]"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_wait": float("inf")}, "Option for server 'max_wait': got inf, expected a finite "
+                                 "number in [0, 9223372036]. Fix ServeConfig.max_wait "
+                                 "(iqa-export serve --max-wait-ms)."),
+    ({"max_wait": -0.001}, "Option for server 'max_wait': got -0.001, expected a finite "
+                           "number in [0, 9223372036]. Fix ServeConfig.max_wait (iqa-export "
+                           "serve --max-wait-ms)."),
+    ({"timeout": float("nan")}, f"Option for server 'timeout': got nan, expected {_NUMBER}. "
+                                "Fix ServeConfig.timeout (iqa-export serve --timeout)."),
+    ({"timeout": 0}, f"Option for server 'timeout': got 0, expected {_NUMBER}. Fix "
+                     "ServeConfig.timeout (iqa-export serve --timeout)."),
+    ({"keep_alive": float("inf")}, f"Option for server 'keep_alive': got inf, expected "
+                                   f"{_NUMBER}. Fix ServeConfig.keep_alive."),
+    ({"max_batch": 0}, "Option for server 'max_batch': got 0, expected an integer >= 1. Fix "
+                       "ServeConfig.max_batch (iqa-export serve --max-batch)."),
+    ({"max_body": float("inf")}, "Option for server 'max_body': got inf, expected an integer "
+                                 ">= 1. Fix ServeConfig.max_body (iqa-export serve "
+                                 "--max-body-mb)."),
+    ({"port": 70000}, "Option for server 'port': got 70000, expected an integer in [0, "
+                      "65535]. Fix ServeConfig.port (iqa-export serve --port)."),
+    ({"max_concurrency": 0}, "Option for server 'max_concurrency': got 0, expected an integer "
+                             ">= 1. Fix ServeConfig.max_concurrency."),
+    ({"max_header": 0}, "Option for server 'max_header': got 0, expected an integer >= 1. "
+                        "Fix ServeConfig.max_header."),
+    ({"decode_threads": 0}, "Option for server 'decode_threads': got 0, expected an integer "
+                            ">= 1. Fix ServeConfig.decode_threads."),
+    ({"retry_after": -1}, "Option for server 'retry_after': got -1, expected an integer >= 0. "
+                          "Fix ServeConfig.retry_after."),
+    ({"max_wait": 2.0, "timeout": 1.0}, "Option for server 'max_wait': got 2.0 s, expected "
+                                        "less than timeout (1.0 s). A lone request would wait "
+                                        "out its timeout in the batcher: lower --max-wait-ms "
+                                        "or raise --timeout."),
+])
+def test_numeric_options_are_refused_naming_the_option(scorer, options, message):
+    with pytest.raises(ConfigError) as info:
+        create_app(scorer, ServeConfig(**options))
+    assert str(info.value) == message
+
+
 def test_options_and_missing_dependencies_are_reported(scorer, monkeypatch):
-    with pytest.raises(ConfigError, match=r"Options for server 'serve': got \{'max_batch': 0\}"):
-        create_app(scorer, ServeConfig(max_batch=0))
+    from cdiqa.runtime.server import serve
+
+    # `serve --max-wait-ms inf` stayed "loading" forever (the batcher's thread had died)
+    with pytest.raises(ConfigError, match=r"^Option for server 'max_wait': got inf"):
+        serve(scorer.manifest.root, ServeConfig(max_wait=float("inf")))
+    ServeConfig(max_batch=1, max_wait=60.0).check()  # batches of 1 never wait: allowed
     assert ServeConfig().host == "127.0.0.1"
     import socket
-
-    from cdiqa.runtime.server import serve
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -311,6 +365,143 @@ def test_options_and_missing_dependencies_are_reported(scorer, monkeypatch):
     with pytest.raises(BackendUnavailable, match=r"The HTTP server needs 'starlette'.*install "
                                                  r"'cdiqa\[serve\]'"):
         create_app(scorer)
+
+
+def test_uvicorn_config_carries_the_connection_limits(scorer):
+    from cdiqa.runtime.server import uvicorn_config
+
+    app = create_app(scorer)
+
+    def limits(config):
+        c = uvicorn_config(app, config)
+        return (c.http, c.timeout_keep_alive, c.limit_concurrency,
+                c.h11_max_incomplete_event_size, c.timeout_graceful_shutdown, c.lifespan)
+
+    assert limits(ServeConfig()) == ("h11", 5.0, 128, 16384, 35, "on")
+    assert limits(ServeConfig(keep_alive=2.5, max_concurrency=None, max_header=8192,
+                              timeout=0.5, max_wait=0.001)) == ("h11", 2.5, None, 8192, 6, "on")
+
+
+def test_request_ids_are_echoed_only_when_safe(scorer):
+    import h11
+
+    reported = "a" * 127 + " b"  # 129 characters, a space at position 128: cut at 128, it
+    assert len(reported) == 129 and reported[127] == " "  # ended in a space h11 refused
+    cases = {reported: None, " ok-1 ": "ok-1", "x" * 128: "x" * 128, "x" * 129: None,
+             "trace:2.a_b-C": "trace:2.a_b-C", "id/1": None, "a\tb": None, "": None}
+    ref, dist = noisy_pair()
+    with running(create_app(scorer)) as client:
+        r = client.post("/v1/score", files=files(ref, dist), headers={"X-Request-Id": reported})
+        assert r.status_code == 200, r.text
+        assert re.fullmatch(r"[0-9a-f]{32}", r.json()["id"]) and r.json()["id"] == (
+            r.headers["x-request-id"])
+        for sent, expected in cases.items():
+            got = client.get("/healthz", headers={"X-Request-Id": sent}).headers["x-request-id"]
+            if expected is None:
+                assert re.fullmatch(r"[0-9a-f]{32}", got), (sent, got)
+            else:
+                assert got == expected, sent
+            h11.Response(status_code=200, headers=[("X-Request-Id", got)])  # sendable
+
+
+class ProfileSession:
+    """A real session that refuses images taller than ``max_height``, as a TensorRT engine
+    refuses shapes beyond its optimisation profile, and that can hold its next call."""
+
+    def __init__(self, session, max_height: int) -> None:
+        self.session, self.max_height, self.device = session, max_height, session.device
+        self.hold, self.release = threading.Event(), threading.Event()
+
+    def infer(self, feed):
+        if self.hold.is_set():
+            self.hold.clear()
+            self.release.wait(30)
+        height = feed["ref"].shape[2]
+        if height > self.max_height:
+            raise ShapeError(f"Height for tensor 'ref': got {height}, expected at most "
+                             f"{self.max_height}. Build the engine with a larger profile.")
+        return self.session.infer(feed)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_pair_fails_only_its_own_request(scorer):
+    session = ProfileSession(scorer.session, max_height=80)
+    app = create_app(Scorer(scorer.manifest, session), ServeConfig(max_batch=8, max_wait=0))
+    good = [noisy_pair(seed=i, noise=5 + 10 * i) for i in range(3)]
+    bad = noisy_pair(96, 64, seed=9)
+    with running(app) as client:
+        session.hold.set()
+        z = np.zeros((64, 64, 3), np.float32)
+        blocker = app.state.service.submit("natural", z, z)  # held in the worker
+        with ThreadPoolExecutor(4) as pool:
+            posts = [pool.submit(client.post, "/v1/score", files=files(*p))
+                     for p in (good[0], good[1], bad, good[2])]
+            deadline = time.monotonic() + 30
+            while "cdiqa_queue_depth 5.0" not in client.get("/metrics").text:
+                assert time.monotonic() < deadline  # all four wait: they leave as one batch
+                time.sleep(0.01)
+            session.release.set()
+            answers = [f.result(60) for f in posts]
+        blocker.result(30)
+        metrics = client.get("/metrics").text
+    for r, pair in zip(answers[:2] + answers[3:], good):
+        assert r.status_code == 200, r.text
+        assert abs(r.json()["score"] - scorer.score(*pair)) <= ATOL
+    assert answers[2].status_code == 422
+    assert answers[2].json()["error"] == {
+        "code": "unprocessable_image", "message": "Height for tensor 'ref': got 96, expected "
+        "at most 80. Build the engine with a larger profile."}
+    # batches: warm-up 1, blocker 1, the four together (failed), then each of them alone
+    assert "cdiqa_batch_size_count 7.0" in metrics and "cdiqa_batch_size_sum 10.0" in metrics
+
+
+def test_shutdown_waits_for_a_hung_stream_at_most_the_timeout(scorer):
+    from cdiqa.runtime.server import Service
+
+    session = ProfileSession(scorer.session, max_height=80)
+    service = Service(Scorer(scorer.manifest, session), ServeConfig(timeout=0.2))
+    service.start()
+    session.hold.set()
+    z = np.zeros((64, 64, 3), np.float32)
+    hung = service.submit("natural", z, z)
+    queued = service.submit("natural", z, z)
+    closer = threading.Thread(target=service.close, daemon=True)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive() and service.drained is False  # returned; left it running
+    session.release.set()
+    assert (hung.result(30), queued.result(30)) == (1.0, 1.0)  # still scored
+
+
+def test_a_body_still_arriving_at_the_deadline_gets_408(scorer):
+    import asyncio
+
+    app = create_app(scorer, ServeConfig(timeout=0.3))
+    service = app.state.service
+    service.start()  # no lifespan under ASGITransport: warm up here
+
+    async def post():
+        stalled = asyncio.Event()
+
+        async def body():  # the start of a multipart body, then nothing more
+            yield b"--xyz\r\nContent-Disposition: form-data; name=\"ref\"; filename=\"r\"\r\n"
+            await stalled.wait()
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cdiqa") as c:
+            return await c.post("/v1/score", content=body(),
+                                headers={"content-type": "multipart/form-data; boundary=xyz"})
+
+    try:
+        r = asyncio.run(post())
+    finally:
+        service.close()
+    assert r.status_code == 408, r.text
+    assert r.json()["error"] == {"code": "body_timeout", "message": (
+        "Duration for request 'body': got over 0.3 s to arrive, expected the whole body within "
+        "0.3 s. Send the body at once, send smaller images, or raise the server's --timeout.")}
 
 
 def test_server_modules_import_without_starlette_or_torch():
@@ -353,6 +544,9 @@ def test_uvicorn_process_batches_answers_errors_and_drains_on_sigterm(tiny_bundl
             ref, dist = noisy_pair()
             bad = client.post("/v1/score", files={**files(ref, dist), "dist": ("d", b"xx")})
             assert bad.status_code == 400 and bad.json()["error"]["field"] == "dist"
+            r = client.post("/v1/score", files=files(ref, dist),  # was an empty reply
+                            headers={"X-Request-Id": "a" * 127 + " b"})
+            assert r.status_code == 200 and re.fullmatch(r"[0-9a-f]{32}", r.json()["id"])
 
             pairs = [noisy_pair(seed=i, noise=5 + 5 * i) for i in range(6)]
 
