@@ -206,8 +206,15 @@ def serve_cmd(
     config = ServeConfig(host=host, port=port, domain=domain, backend=backend, device=device,
                          threads=threads, max_batch=max_batch, max_wait=max_wait_ms / 1000,
                          max_queue=max_queue, timeout=timeout,
-                         max_body=int(max_body_mb * (1 << 20)))
+                         max_body=_bytes_from_mib(max_body_mb))
     serve(bundle, config)
+
+
+def _bytes_from_mib(mib: float) -> int | float:
+    """MiB as whole bytes; NaN and inf are passed on for ``ServeConfig.check`` to refuse."""
+    import math
+
+    return int(mib * (1 << 20)) if math.isfinite(mib) else mib
 
 
 def _csv_list(values: list[str]) -> list[str]:
