@@ -83,10 +83,11 @@ class ServeConfig:
             event loop and stretch tail latency under load.
         keep_alive: seconds an idle keep-alive connection stays open (uvicorn's
             ``timeout_keep_alive``).
-        max_concurrency: most open connections plus requests in progress; beyond it uvicorn
-            answers 503 at once (``limit_concurrency``); None: no limit.
-        max_header: largest request line plus headers in bytes (h11's
-            ``max_incomplete_event_size``; larger: 431 / connection closed).
+        max_concurrency: when open connections, or requests in progress, reach it uvicorn
+            answers new requests 503 at once (``limit_concurrency``); None: no limit.
+        max_header: most bytes of a request head (request line plus headers) buffered
+            while incomplete (h11's ``max_incomplete_event_size``); past it uvicorn answers
+            400 and closes. It bounds memory: a head that arrives whole may be larger.
 
     The body must arrive within ``timeout`` of the request's start (408 otherwise), so a
     client that sends slowly holds a connection for at most that long.
