@@ -5,7 +5,8 @@
 ...     scorer.score("ref.png", "dist.png")
 
 Modules: ``scorer`` (Scorer), ``preprocess`` (images -> feeds), ``tiling`` (large scans),
-``stream`` (pipelines: micro-batching, backpressure), ``backends`` (protocol + registry).
+``stream`` (pipelines: micro-batching, backpressure), ``batch`` (pairs CSVs and folders, one
+result or error row per pair), ``backends`` (protocol + registry).
 """
 
 from cdiqa.runtime.backends import SessionOptions

@@ -2,11 +2,11 @@
 
 ::
 
-    pairs CSV ─► jobs_from_csv ─────┐                          ┌─► PairResult(ref, dist, score)
-                                    ├─► [PairJob] ─► score_each┤
-    REF_DIR DIST_DIR ─► jobs_from_folders                      └─► PairResult(..., error)
-                                                                         │
-                                                 write_results ◄─────────┘ CSV or JSON lines
+    pairs CSV ── jobs_from_csv ──────┐                        ┌─► PairResult(ref, dist, score)
+                                     ├─► [PairJob] ─► score_each
+    REF_DIR DIST_DIR ─ jobs_from_folders                      └─► PairResult(..., error)
+                                                                        │
+                                      CSV or JSON lines ◄── write_results
 
 A pair that cannot be scored (a missing or corrupt file, sizes that differ, a distorted image
 with no reference) becomes a result with an ``error`` and the run goes on. Pairs are loaded a
