@@ -156,6 +156,9 @@ def plan_jobs(ref: str | os.PathLike | None, dist: str | os.PathLike | None,
     folders = (Path(ref).is_dir(), Path(dist).is_dir())
     if all(folders):
         return Plan(jobs_from_folders(ref, dist, recursive=recursive), "folders")
+    missing = [p for p in (ref, dist) if not Path(p).exists()]
+    if any(folders) and missing:
+        raise ConfigError(f"Folder '{missing[0]}' does not exist. Check the path.")
     if any(folders):
         raise ConfigError(describe("Arguments", "score", f"{ref} {dist}", "a folder and a file",
                                    "two image files or two folders",

@@ -111,6 +111,8 @@ def test_bad_folder_arguments_are_config_errors(folders, tmp_path) -> None:
         jobs_from_folders(ref, ref)
     with pytest.raises(ConfigError, match="got a folder and a file"):
         plan_jobs(ref, dist / "cat_noise_1.png")
+    with pytest.raises(ConfigError, match=r"^Folder '.*nowhere' does not exist\. Check the path"):
+        plan_jobs(ref, tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="--recursive"):
         plan_jobs(ref / "cat.png", dist / "cat_noise_1.png", recursive=True)
     with pytest.raises(ConfigError, match="expected REF DIST"):
