@@ -424,23 +424,29 @@ def _copy_module(name: str, dest: Path) -> None:
 
 def vendor_closure(roots: tuple[str, ...]) -> list[str]:
     """Every cdiqa module ``roots`` import (at any depth, function-level imports included),
-    with their parent packages, found by reading the sources with ``ast``."""
-    todo, seen = list(roots), set()
+    with their parent packages, found by reading the sources with ``ast``.
+
+    A package that is only a parent (``cdiqa`` for ``cdiqa.heads``) contributes its
+    module-level imports only: its functions (``cdiqa.score``, which opens the runtime) are
+    never called by the vendored code."""
+    todo, seen, parents = [(r, False) for r in roots], set(), set()
     while todo:
-        name = todo.pop()
+        name, parent = todo.pop()
         path = _module_source(name)
-        if name in seen or path is None:
+        if path is None or name in seen or (parent and name in parents):
             continue
-        seen.add(name)
+        (parents if parent else seen).add(name)
         parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        todo += [(".".join(parts[:i]), True) for i in range(1, len(parts))]
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in (tree.body if parent else ast.walk(tree)):
             if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names]
+                todo += [(a.name, False) for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        todo = [n for n in todo if n == "cdiqa" or n.startswith("cdiqa.")]
-    return sorted(seen)
+                todo += [(n, False) for n in [node.module]
+                         + [f"{node.module}.{a.name}" for a in node.names]]
+        todo = [(n, p) for n, p in todo if n == "cdiqa" or n.startswith("cdiqa.")]
+    return sorted(seen | parents)
 
 
 def vendor(dest: Path, roots: tuple[str, ...]) -> list[str]:
