@@ -53,8 +53,8 @@ class ModelConfig:
 
     The defaults are the conv trunk (``frontend="fixed"``); ``ModelConfig.pyramid()`` is the
     fixed multi-scale front end that the default model uses: it fixes ``channels`` (2 per
-    band), the strides and the initial σ, with ``window`` 1 and ``activity="both"``, what it was
-    measured with. Checkpoints written before ``activity`` existed load as the trunk they are.
+    band), the strides and the initial σ, with ``window`` 1 and the reference's activity, what
+    measured best on the tune split (``benchmarks/frontend_search.py``). Checkpoints written before ``activity`` existed load as the trunk they are.
     """
 
     channels: tuple[int, ...] = (32, 64, 96, 128)
@@ -66,16 +66,15 @@ class ModelConfig:
     #: (docs/model.md: 0.25 / 0.5 beat 1 / 1 by ~0.04 label-free SRCC at initialisation)
     dc_weight: float = 0.25
     chroma_weight: float = 0.5
-    #: content activity a of the masking: from the reference's content code only, or the
-    #: sum of both images' (the similarity form of GMSD/HaarPSI: n stays below 1 where a
-    #: distortion removes or invents structure)
+    #: content activity a of the masking: from the reference's content code only (METHOD.md;
+    #: the default), or the sum of both images' (the similarity form of GMSD/HaarPSI, which
+    #: bounds n; measured 0.833 vs 0.847 tune SRCC for the pyramid)
     activity: Literal["reference", "both"] = "reference"
 
     @classmethod
     def pyramid(cls) -> "ModelConfig":
         """The default model's architecture: the fixed pyramid (docs/model.md)."""
-        return cls(channels=(2,) * len(PYRAMID_BANDS), frontend="pyramid", window=1,
-                   activity="both")
+        return cls(channels=(2,) * len(PYRAMID_BANDS), frontend="pyramid", window=1)
 
     @classmethod
     def named(cls, frontend: str) -> "ModelConfig":

@@ -108,28 +108,32 @@ def test_saved_weights_load_back_identically(model, pair, tmp_path):
 # ---- the pyramid (the default model's architecture) ----------------------------------------
 
 
-def test_pyramid_codes_start_as_the_bands_and_its_masking_is_the_similarity_form(pair):
-    """At initialisation e = φ(D) - φ(R), and with a = φ(R)² + φ(D)², k = 1, γ = 2 the masked
-    map is (φ_D - φ_R)² / (σ² + φ_R² + φ_D²): GMSD's 1 - similarity per channel, bounded by
-    2 (reached only where the sign flips), however strong the distortion."""
+@pytest.mark.parametrize("activity", ["reference", "both"])
+def test_pyramid_codes_start_as_the_bands_and_mask_by_their_activity(pair, activity):
+    """At initialisation e = φ(D) - φ(R) and, with k = 1, γ = 2, the masked map is
+    (φ_D - φ_R)² / (σ² + φ_R²), or / (σ² + φ_R² + φ_D²) with both images' activity: GMSD's
+    "1 - similarity" per channel, bounded by 2 however strong the distortion."""
+    from dataclasses import replace
+
     from cdiqa.model.network import PYRAMID_BANDS, PYRAMID_SIGMA2
 
     ref, dist = pair
-    model = CDIQA(ModelConfig.pyramid()).eval()
+    model = CDIQA(replace(ModelConfig.pyramid(), activity=activity)).eval()
     with torch.no_grad():
         bands_r, bands_d = model.encoder(ref), model.encoder(dist)
         cr, cd = model.codes(ref), model.codes(dist)
         for s, (kind, stride) in enumerate(PYRAMID_BANDS):
             assert torch.allclose(cr.degradation[s], bands_r[s], atol=1e-6)
             r, d = bands_r[s].double(), bands_d[s].double()
-            n = (d - r) ** 2 / (PYRAMID_SIGMA2[kind] + r * r + d * d)
+            act = r * r + d * d if activity == "both" else r * r
+            n = (d - r) ** 2 / (PYRAMID_SIGMA2[kind] + act)
             m = model.masking[s]
             e = (cd.degradation[s] - cr.degradation[s]).double().numpy()
-            a = m.activity(cr.content[s], cd.content[s]).double().numpy()
-            got = ref_masking.masking_map(e, a, m.gamma.double().numpy(),
+            a = m.activity(cr.content[s], cd.content[s] if activity == "both" else None)
+            got = ref_masking.masking_map(e, a.double().numpy(), m.gamma.double().numpy(),
                                           m.sigma.double().numpy(), m.window)
             assert relative_error(got, n.numpy()) <= tolerance("torch", "fp32").rtol
-            assert got.max() < 2.0
+            assert activity == "reference" or got.max() < 2.0
 
 
 def test_pyramid_label_free_weights_pool_luma_by_deviation_and_chroma_by_mean():
