@@ -109,6 +109,7 @@ def correctness_cases(quick: bool = False) -> list[Case]:
         ((8, 128, 96, 128), (3, 7)),              # the benchmark shape
         ((1, 32, 270, 480), (5,)),
         ((1, 32, 480, 270), (3,)),
+        ((1, 2, 192, 256), (1,)),                 # the default model's /2 band at 512 x 384
     ]
     if quick:
         shapes = [s for s in shapes if s[0][0] * s[0][1] * s[0][2] * s[0][3] <= 40_000]
@@ -181,7 +182,8 @@ def timing_plan(quick: bool = False) -> list[Bench]:
     plan = [Bench(8, 128, 96, 128, 3, "float16"), Bench(8, 128, 96, 128, 3, "float32"),
             Bench(1, 32, 480, 270, 3, "float16"), Bench(1, 32, 480, 270, 3, "float32"),
             Bench(16, 256, 48, 64, 3, "float16"), Bench(16, 256, 48, 64, 3, "float32"),
-            Bench(8, 128, 96, 128, 7, "float16"), Bench(8, 128, 96, 128, 9, "float16")]
+            Bench(8, 128, 96, 128, 7, "float16"), Bench(8, 128, 96, 128, 9, "float16"),
+            Bench(1, 2, 192, 256, 1, "float32")]  # the default model (pyramid) /2 band
     return plan[:2] if quick else plan
 
 
