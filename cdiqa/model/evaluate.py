@@ -172,9 +172,11 @@ def _row(pairs: PairSet, scores: np.ndarray, boot: list[np.ndarray],
     return r
 
 
-#: label-free variants reported: name -> fit_label_free keyword arguments
+#: label-free variants reported: name -> fit_label_free keyword arguments; "model_weights"
+#: asks for the model's own energy weights (``ModelConfig.energy_weights()``)
 LABEL_FREE_VARIANTS = {
-    "label-free, energy (default: the model's weights)": {"method": "energy", "pooling": "std"},
+    "label-free, energy (default: the model's weights)": {"method": "energy", "pooling": "std",
+                                                          "model_weights": True},
     "label-free, energy of means and deviations": {"method": "energy", "pooling": "both"},
     "label-free, PCA first component": {"method": "pca"},
 }
@@ -185,10 +187,12 @@ Fitter = Callable[[np.ndarray, PairSet, np.ndarray], list[Head]]
 
 def _fitters(cfg: EvalConfig, layout: dict) -> dict[str, Fitter]:
     out: dict[str, Fitter] = {}
-    for name, kw in LABEL_FREE_VARIANTS.items():
-        lf = layout if kw.get("method") == "energy" and kw.get("pooling") == "std" else \
-            {"channels": layout.get("channels")}
-        out[name] = lambda v, ps, rows, kw=kw, lf=lf: [fit.fit_label_free(v[rows], **lf, **kw)]
+    for name, variant in LABEL_FREE_VARIANTS.items():
+        kw = {k: v for k, v in variant.items() if k != "model_weights"}
+        kw["channels"] = layout["channels"]
+        if variant.get("model_weights"):
+            kw["weights"] = layout["weights"]
+        out[name] = lambda v, ps, rows, kw=kw: [fit.fit_label_free(v[rows], **kw)]
     for k in cfg.few_shot_k:
         def few(v, ps, rows, k=k):
             heads = []
