@@ -9,7 +9,8 @@ Modules: ``domains`` (built-in samples, folders), ``screens`` (rendered screen c
 ``readers`` (calibration feeds, severity ladders), ``methods`` (range methods, the cache),
 ``int8`` (Q/DQ from a cache), ``fp16`` (strongly typed FP16), ``adapt`` (label-free
 fine-tuning), ``gate`` (accuracy gates), ``bundle`` (``calibrate``: all or nothing),
-``evaluate`` (cross-domain benchmark), ``bench`` (INT8/FP16 vs FP32 throughput).
+``evaluate`` (cross-domain benchmark). INT8/FP16 vs FP32 throughput is measured by
+``iqa-export bench`` (``cdiqa.export.bench``).
 Importing this package imports neither torch nor onnx.
 """
 

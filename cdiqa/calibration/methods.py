@@ -5,10 +5,11 @@ chain. Each wraps one of ONNX Runtime's calibrators with typed, explicit setting
 
     minmax      [min, max] seen over the feeds: nothing clipped. For a full-reference model
                 this is what keeps e = d(D) - d(R) intact: a clipped activation of the
-                distorted image cannot differ from the reference's any more (default).
+                distorted image cannot differ from the reference's any more.
     entropy     TensorRT's choice: the threshold whose quantized histogram has least KL
                 divergence from the original (symmetric, 2048 bins, 128 quantized bins).
-    percentile  the 99.999th percentile of |x| (symmetric, 2048 bins).
+    percentile  the 99.999th percentile of |x| (symmetric, 2048 bins): the default
+                (``DEFAULT_METHOD``; docs/calibration.md has the measurements).
 
 ``collect_ranges(graph, reader, method)`` is a pure function of its inputs: it returns a
 ``CalibrationCache`` (tensor -> [lo, hi], plus the domain, the method and the sha256 of the
