@@ -122,18 +122,24 @@ def _download(packages: list[str], work: Path) -> dict[str, str]:
             raise ConfigError(f"Tool for fetching the development set '{tool}': got none on "
                               "PATH, expected Debian's apt and dpkg. Run the fetch on a Debian "
                               "or Ubuntu machine and copy the cache folder.")
-    run = dict(cwd=work, check=True, capture_output=True, text=True)
-    try:
-        subprocess.run(["apt-get", "download", *packages], **run)
-    except subprocess.CalledProcessError as exc:
-        raise ConfigError(f"Download of packages {packages}: got '{exc.stderr.strip()[-300:]}', "
-                          "expected the .deb files. Run 'apt-get update' first.") from None
+    _run(["apt-get", "download", *packages], work, "the .deb files",
+         "Run 'apt-get update' first")
     versions = {}
     for deb in sorted(work.glob("*.deb")):
         pkg = deb.name.split("_")[0]
         versions[pkg] = deb.name.split("_")[1]
-        subprocess.run(["dpkg", "-x", deb.name, pkg], **run)
+        _run(["dpkg", "-x", deb.name, pkg], work, "the unpacked package",
+             "Delete the cache folder and fetch again")
     return versions
+
+
+def _run(cmd: list[str], work: Path, expected: str, fix: str) -> None:
+    """Run ``cmd`` in ``work``; a failure is a ConfigError naming the command and its stderr."""
+    try:
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        raise ConfigError(f"Command '{' '.join(cmd[:3])}': got '{exc.stderr.strip()[-300:]}', "
+                          f"expected {expected}. {fix}.") from None
 
 
 def _load(source: Source, work: Path) -> np.ndarray:

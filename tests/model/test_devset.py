@@ -60,3 +60,10 @@ def test_load_split_reads_an_index_and_names_the_fetch_command_when_missing(tmp_
 def test_default_cache_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CDIQA_DEVSET", str(tmp_path))
     assert devset.default_cache() == tmp_path
+
+
+def test_a_failing_package_command_is_a_config_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"Command 'dpkg -x missing.deb': got '.*', expected "
+                                          r"the unpacked package\. Delete the cache"):
+        devset._run(["dpkg", "-x", "missing.deb", "out"], tmp_path, "the unpacked package",
+                    "Delete the cache folder and fetch again")
