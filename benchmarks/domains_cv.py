@@ -58,8 +58,7 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
         tuned = adapt(model, [r.image for r in cal], kinds, steps=steps, seed=0).model
         fit_lad = ladder(head_references(cal, kinds), kinds, seed=1)
         head = fit.fit_label_free(pair_features(tuned, fit_lad.pairs()),
-                                  channels=tuned.cfg.channels,
-                                  weights=tuned.cfg.energy_weights())
+                                  **tuned.cfg.head_layout())
         rows = np.flatnonzero(row_group == g)
         adapted[rows] = head.score(pair_features(tuned, [pairs[i] for i in rows]))
         log(f"{domain}: held out {g} ({len(rows)} pairs, {time.perf_counter() - t0:.0f} s)")

@@ -66,11 +66,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from cdiqa import metrics
-    from cdiqa.model.evaluate import EvalConfig, _refs, category_srcc, render_pairs
+    from cdiqa.model.evaluate import (EvalConfig, category_srcc, render_pairs,
+                                      split_references)
 
     cfg = EvalConfig(refs=str(args.refs) if args.refs else None)
-    test = render_pairs(_refs("test", cfg), cfg)
-    tune = render_pairs(_refs("tune", cfg), cfg)
+    test = render_pairs(split_references("test", cfg), cfg)
+    tune = render_pairs(split_references("tune", cfg), cfg)
     haar = np.array([metrics.haarpsi(r, d) for r, d in test.pairs()])
     results = {name: scores(c, w, test, tune) for name, (c, w) in variants().items()}
     cats = list(category_srcc(test, haar))

@@ -38,11 +38,11 @@ from cdiqa.errors import CalibrationError, describe
 
 #: ``progress(stage, done, total)``
 Progress = Callable[[str, int, int], None]
-#: crops per shared degradation in an adaptation batch (the consistency term's group)
 #: adaptation learning rate. 1e-4 since the default model is the pyramid: at 1e-3 (the conv
 #: trunk's recipe) 300 steps dropped its underwater ladder SRCC from 0.901 to 0.779, at 1e-4
 #: the adapted model reached 0.911 (docs/calibration.md)
 ADAPT_LR = 1e-4
+#: crops per shared degradation in an adaptation batch (the consistency term's group)
 ADAPT_GROUP = 3
 
 

@@ -30,8 +30,8 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from cdiqa.calibration.domains import DomainSamples, Reference, check_domain, domain_samples
 from cdiqa.calibration.adapt import ADAPT_LR
+from cdiqa.calibration.domains import DomainSamples, Reference, check_domain, domain_samples
 from cdiqa.calibration.gate import MAX_DROP, check_gates, run_gates
 from cdiqa.calibration.int8 import QUANTIZERS
 from cdiqa.calibration.methods import DEFAULT_METHOD, METHODS
@@ -240,7 +240,7 @@ def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibCo
 
     lad = ladder(head_references(cal, kinds), kinds, seed=config.seed + 1)
     v = _features(model, lad.pairs() + list(given))
-    layout = dict(channels=model.cfg.channels, weights=model.cfg.energy_weights())
+    layout = model.cfg.head_layout()
     if labels is None:
         return fit.fit_label_free(v, **layout)
     lab_pairs, mos = labels

@@ -222,7 +222,8 @@ def head_rows(v_test: np.ndarray, v_tune: np.ndarray, bench: "Benchmark", cfg: E
               layout: dict) -> dict[str, dict]:
     """Fit every head on the tune pairs (all, and leave-category-out) and score the test pairs.
 
-    ``layout``: ``channels`` and ``weights`` of the model's features (``model_layout``)."""
+    ``layout``: ``channels`` and ``weights`` of the model's features
+    (``ModelConfig.head_layout``)."""
     test, tune = bench.test, bench.tune
     tune_cats, test_cats = tune.categories, test.categories
     rows = {}
@@ -280,7 +281,9 @@ class Benchmark:
     boot: list[np.ndarray]
 
 
-def _refs(split: str, cfg: EvalConfig) -> dict[str, np.ndarray]:
+def split_references(split: str, cfg: EvalConfig) -> dict[str, np.ndarray]:
+    """The development set's references of ``split`` ("test" or "tune"), ``cfg.max_refs``
+    of them if set."""
     from cdiqa.model.devset import load_split
 
     refs = load_split(split, cfg.refs)
@@ -289,15 +292,10 @@ def _refs(split: str, cfg: EvalConfig) -> dict[str, np.ndarray]:
 
 def prepare(cfg: EvalConfig, progress: Progress | None = None) -> Benchmark:
     """Render both splits and compute the training-free metrics (model independent)."""
-    test = render_pairs(_refs("test", cfg), cfg, "render test", progress)
-    tune = render_pairs(_refs("tune", cfg), cfg, "render tune", progress)
+    test = render_pairs(split_references("test", cfg), cfg, "render test", progress)
+    tune = render_pairs(split_references("tune", cfg), cfg, "render tune", progress)
     return Benchmark(test, tune, metric_scores(test, progress),
                      bootstrap_rows(test, cfg.bootstrap, cfg.seed))
-
-
-def model_layout(model_cfg) -> dict:
-    """What the heads need to know of a model's features: channels per scale, energy weights."""
-    return {"channels": model_cfg.channels, "weights": model_cfg.energy_weights()}
 
 
 def evaluate_features(features: Featurizer, layout: dict, cfg: EvalConfig | None = None, *,
@@ -331,7 +329,7 @@ def torch_featurizer(model, progress: Progress | None = None) -> Featurizer:
 def evaluate(model, cfg: EvalConfig | None = None, *, bench: Benchmark | None = None,
              shipped: Head | None = None, progress: Progress | None = None) -> EvalReport:
     """Run the benchmark for a ``CDIQA`` model (``bench`` from ``prepare`` to skip rendering)."""
-    return evaluate_features(torch_featurizer(model, progress), model_layout(model.cfg), cfg,
+    return evaluate_features(torch_featurizer(model, progress), model.cfg.head_layout(), cfg,
                              bench=bench, shipped=shipped, progress=progress)
 
 

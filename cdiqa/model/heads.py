@@ -316,7 +316,7 @@ def fit_head_file(kind: str, pairs_csv: str | os.PathLike, out: str | os.PathLik
                                        "a score on every row", "Fill in or drop those rows"))
     model = resolve_model(checkpoint)
     v = file_features(model, pairs.paths(), progress)
-    layout = dict(channels=model.cfg.channels, weights=model.cfg.energy_weights())
+    layout = model.cfg.head_layout()
     if kind == "label_free":
         head: Head = fit_label_free(v, **layout)
     elif kind == "few_shot":

@@ -39,6 +39,8 @@ _OPPONENT = ((0.06, 0.63, 0.27), (0.30, 0.04, -0.35), (0.34, -0.60, 0.17))
 _YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 #: pyramid bands: (kind, stride); luma bands hold Scharr (dx, dy), chroma bands (I, Q)
 PYRAMID_BANDS = (("luma", 2), ("luma", 4), ("chroma", 4), ("luma", 8), ("chroma", 8))
+#: channels of each pyramid band
+PYRAMID_CHANNELS = (2,) * len(PYRAMID_BANDS)
 #: pyramid σ² per kind: luma GMSD's c (170 on 0..255 for the magnitude, halved per component),
 #: chroma 130 on 0..255 (docs/model.md)
 PYRAMID_SIGMA2 = {"luma": 85 / 255 ** 2, "chroma": 130 / 255 ** 2}
@@ -54,7 +56,8 @@ class ModelConfig:
     The defaults are the conv trunk (``frontend="fixed"``); ``ModelConfig.pyramid()`` is the
     fixed multi-scale front end that the default model uses: it fixes ``channels`` (2 per
     band), the strides and the initial σ, with ``window`` 1 and the reference's activity, what
-    measured best on the tune split (``benchmarks/frontend_search.py``). Checkpoints written before ``activity`` existed load as the trunk they are.
+    measured best on the tune split (``benchmarks/frontend_search.py``). Checkpoints written
+    before ``activity`` existed load as the trunk they are.
     """
 
     channels: tuple[int, ...] = (32, 64, 96, 128)
@@ -74,7 +77,7 @@ class ModelConfig:
     @classmethod
     def pyramid(cls) -> "ModelConfig":
         """The default model's architecture: the fixed pyramid (docs/model.md)."""
-        return cls(channels=(2,) * len(PYRAMID_BANDS), frontend="pyramid", window=1)
+        return cls(channels=PYRAMID_CHANNELS, frontend="pyramid", window=1)
 
     @classmethod
     def named(cls, frontend: str) -> "ModelConfig":
@@ -89,9 +92,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from cdiqa.errors import ConfigError, describe
 
-        if self.frontend == "pyramid" and tuple(self.channels) != (2,) * len(PYRAMID_BANDS):
+        if self.frontend == "pyramid" and tuple(self.channels) != PYRAMID_CHANNELS:
             raise ConfigError(describe("Channels", "model config", "pyramid", self.channels,
-                                       (2,) * len(PYRAMID_BANDS),
+                                       PYRAMID_CHANNELS,
                                        "The pyramid's bands have 2 channels each"))
 
     @property
@@ -108,6 +111,12 @@ class ModelConfig:
         mean = [PYRAMID_POOLING[k][0] / 2 for k, _ in PYRAMID_BANDS for _ in range(2)]
         std = [PYRAMID_POOLING[k][1] / 2 for k, _ in PYRAMID_BANDS for _ in range(2)]
         return tuple(mean + std)
+
+    def head_layout(self) -> dict:
+        """What fitting a head needs to know of this model's features: ``channels`` per
+        scale and the label-free ``weights`` (keyword arguments of ``cdiqa.model.heads``'
+        ``fit_label_free`` and ``fit_few_shot``)."""
+        return {"channels": self.channels, "weights": self.energy_weights()}
 
     def to_dict(self) -> dict:
         """JSON-friendly form."""
