@@ -6,6 +6,7 @@ A bundle is a directory::
       manifest.json          this file's ``Manifest``, written last (atomic rename)
       model.onnx             masking decomposed into standard ONNX ops: runs on any ONNX Runtime
       model.plugin.onnx      the same graph, each masking module one ``CdiqaMasking`` node
+      model.maps.onnx        (ref, dist) -> the masking maps before pooling, for quality maps
       model.pt               the torch checkpoint the graphs came from (for ``iqa-export check``)
       profiles/<domain>.json a quality head (``cdiqa.heads``) per imaging domain
       domains/<domain>/      written by ``iqa-export calibrate`` (optional, see docs/calibration.md):
@@ -42,6 +43,8 @@ OUTPUT_SUMSQ = "sumsq"
 OUTPUT_COUNTS = "counts"
 INPUT_NAMES = (INPUT_REF, INPUT_DIST, INPUT_ROI)
 OUTPUT_NAMES = (OUTPUT_SUMS, OUTPUT_SUMSQ, OUTPUT_COUNTS)
+#: outputs of the maps graph (``model.maps.onnx``): one masking map n per scale, ``map<s>``
+OUTPUT_MAP = "map"
 
 # ---- symbolic dimensions ----
 DIM_BATCH = "batch"
@@ -52,8 +55,11 @@ DIM_WIDTH = "width"
 FILE_ONNX = "onnx"
 FILE_ONNX_PLUGIN = "onnx_plugin"
 FILE_CHECKPOINT = "checkpoint"
+#: optional: the per-scale masking maps before pooling (``Scorer.quality_map``); bundles
+#: exported before it existed lack the entry
+FILE_ONNX_MAPS = "onnx_maps"
 FILE_NAMES = {FILE_ONNX: "model.onnx", FILE_ONNX_PLUGIN: "model.plugin.onnx",
-              FILE_CHECKPOINT: "model.pt"}
+              FILE_CHECKPOINT: "model.pt", FILE_ONNX_MAPS: "model.maps.onnx"}
 PROFILES_DIR = "profiles"
 DEFAULT_DOMAIN = "natural"
 #: the default model (cdiqa/assets/default) exported as a bundle, for torch-free scoring;
@@ -242,25 +248,11 @@ class Manifest:
         return self._resolve(self.domains[domain])
 
     def model_entry(self, domain: str | None = None, precision: str = "fp32") -> FileEntry:
-        """The portable graph that serves ``domain`` (None: the default) at ``precision``.
+        """The portable graph that serves ``domain`` (None: the default) at ``precision``
+        (the rule: ``cdiqa.graphs.select_graph``)."""
+        from cdiqa.graphs import select_graph
 
-        FP32: the domain's adapted graph if it has one, else the bundle's ``model.onnx``.
-        INT8/FP16: the domain's reduced-precision graph (``iqa-export calibrate`` writes them).
-        """
-        domain = domain or self.default_domain
-        if precision not in PRECISIONS:
-            raise ManifestError(describe("Precision", "bundle", self.root, repr(precision),
-                                         f"one of {PRECISIONS}", "Pick one of them"))
-        self.domain_path(domain)  # unknown domain: the usual message
-        files = self.domain_models[domain].files if domain in self.domain_models else {}
-        if precision in files:
-            return files[precision]
-        if precision == "fp32":
-            return self.files[FILE_ONNX]
-        have = sorted(["fp32"] + [p for p in PRECISIONS if p in files and p != "fp32"])
-        raise ManifestError(describe("Precision", "domain", domain, repr(precision),
-                                     f"one of {have}", f"Run `iqa-export calibrate "
-                                     f"{self.root} --domain {domain}` to build it"))
+        return select_graph(self, domain, precision).entry
 
     def model_path(self, domain: str | None = None, precision: str = "fp32") -> Path:
         """Absolute path of ``model_entry(domain, precision)``."""
