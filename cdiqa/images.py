@@ -19,12 +19,12 @@ EXIF orientation is applied, so a photo is scored the way viewers show it.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from cdiqa.errors import ImageDecodeError, ImageError, describe
+from cdiqa.files import atomic_write
 from cdiqa.masking import MIN_SIZE
 
 
@@ -205,22 +205,3 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
         a = np.clip(np.rint(np.asarray(a, np.float64) * 255), 0, 255).astype(np.uint8)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     atomic_write(path, lambda f: Image.fromarray(a).save(f, format=fmt))
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``.
-
-    A crash leaves either the old file or the new one, never a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") rather than mkstemp: the file gets the usual umask permissions, not 0600
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

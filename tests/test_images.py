@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from cdiqa.errors import ImageDecodeError, ImageError
-from cdiqa.images import (array_from_tensor, as_image, atomic_write, check_pair, image_from_pil,
+from cdiqa.images import (array_from_tensor, as_image, check_pair, image_from_pil,
                           load_image, load_image_bytes, save_image)
 from cdiqa.masking import MIN_SIZE
 
@@ -173,26 +173,3 @@ def test_pair_checks():
         check_pair(small, small)
 
 
-def test_atomic_write_leaves_old_file_on_failure(tmp_path):
-    p = tmp_path / "out.png"
-    save_image(p, np.ones((8, 8, 3), np.float32))
-    before = p.read_bytes()
-
-    def boom(f):
-        f.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(p, boom)
-    assert p.read_bytes() == before
-    assert [x.name for x in tmp_path.iterdir()] == ["out.png"]
-
-
-def test_atomic_write_uses_normal_permissions(tmp_path):
-    import os
-
-    p = tmp_path / "perm.png"
-    save_image(p, np.zeros((8, 8, 3), np.float32))
-    umask = os.umask(0)
-    os.umask(umask)
-    assert p.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -1,4 +1,5 @@
-"""Write a bundle directory: both ONNX forms, the checkpoint, domain profiles, the manifest.
+"""Write a bundle directory: both ONNX forms, the maps graph, the checkpoint, domain profiles,
+the manifest.
 
 The bundle is built in a temporary directory beside ``out`` and renamed into place only when
 complete and verified; an existing bundle at ``out`` is replaced only then. A crash leaves the
@@ -19,9 +20,9 @@ from typing import Mapping
 from cdiqa import _lazy
 from cdiqa.errors import ConfigError, describe
 from cdiqa.manifest import (DEFAULT_DOMAIN, FILE_CHECKPOINT, FILE_NAMES, FILE_ONNX,
-                            FILE_ONNX_PLUGIN, MANIFEST_FILE, PROFILES_DIR, SCHEMA_VERSION,
-                            Manifest, Preprocessing, ScoreSpec, TilingSpec, file_entry,
-                            load_manifest, save_manifest, sha256_file, tensor_specs)
+                            FILE_ONNX_MAPS, FILE_ONNX_PLUGIN, MANIFEST_FILE, PROFILES_DIR,
+                            SCHEMA_VERSION, Manifest, Preprocessing, ScoreSpec, TilingSpec,
+                            file_entry, load_manifest, save_manifest, sha256_file, tensor_specs)
 from cdiqa.masking import MIN_SIZE, STRIDES
 
 #: ONNX opset of the exported graphs
@@ -96,6 +97,7 @@ def _write(root: Path, model, heads: dict[str, dict], config: ExportConfig) -> M
 
     from cdiqa.export.check import check_plugin_nodes
     from cdiqa.export.graph import onnx_from_torch
+    from cdiqa.export.maps import maps_onnx_from_torch
     from cdiqa.export.plugin import plugin_spec
 
     torch, onnx = _lazy.torch(), _lazy.onnx()
@@ -107,6 +109,7 @@ def _write(root: Path, model, heads: dict[str, dict], config: ExportConfig) -> M
         if form == "plugin":
             check_plugin_nodes(proto, plugin)
         onnx.save(proto, root / FILE_NAMES[key])
+    onnx.save(maps_onnx_from_torch(model, opset=config.opset), root / FILE_NAMES[FILE_ONNX_MAPS])
     (root / PROFILES_DIR).mkdir()
     for domain, head in heads.items():
         (root / PROFILES_DIR / f"{domain}.json").write_text(json.dumps(head), encoding="utf-8")
@@ -121,7 +124,7 @@ def _write(root: Path, model, heads: dict[str, dict], config: ExportConfig) -> M
         opset=config.opset,
         precision="fp32",
         files={k: file_entry(root, FILE_NAMES[k])
-               for k in (FILE_ONNX, FILE_ONNX_PLUGIN, FILE_CHECKPOINT)},
+               for k in (FILE_ONNX, FILE_ONNX_PLUGIN, FILE_ONNX_MAPS, FILE_CHECKPOINT)},
         inputs=inputs, outputs=outputs,
         preprocessing=Preprocessing(min_size=MIN_SIZE, conversions=image_conversions()),
         score=ScoreSpec(),

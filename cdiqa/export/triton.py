@@ -43,8 +43,7 @@ import numpy as np
 from cdiqa.errors import ConfigError, describe
 from cdiqa.export.bundle import check_target, replace_dir
 from cdiqa.manifest import DIM_BATCH, FILE_ONNX, INPUT_NAMES, Manifest, TensorSpec, load_manifest
-from cdiqa.runtime.triton_client import (GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE,
-                                         TRITON_DTYPES)
+from cdiqa.triton_layout import GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE, TRITON_DTYPES
 
 Flavour = Literal["onnxruntime", "tensorrt", "python"]
 Precision = Literal["fp32", "fp16", "int8"]

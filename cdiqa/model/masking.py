@@ -18,11 +18,17 @@ def box_mean(a: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool2d(a, k, stride=1, padding=k // 2, count_include_pad=False)
 
 
+def masking_map(e: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, sigma: torch.Tensor,
+                k: int) -> torch.Tensor:
+    """The masked degradation map n = |e|^g / (s^g + P_k(a)) (B, C, H, W), before pooling."""
+    g = gamma.view(1, -1, 1, 1)
+    return e.abs().pow(g) / (sigma.view(1, -1, 1, 1).pow(g) + box_mean(a, k))
+
+
 def masking_stats(e: torch.Tensor, a: torch.Tensor, gamma: torch.Tensor, sigma: torch.Tensor,
                   k: int) -> torch.Tensor:
-    """(B, 2, C): per-channel sum and sum of squares of n = |e|^g / (s^g + P_k(a))."""
-    g = gamma.view(1, -1, 1, 1)
-    n = e.abs().pow(g) / (sigma.view(1, -1, 1, 1).pow(g) + box_mean(a, k))
+    """(B, 2, C): per-channel sum and sum of squares of n (``masking_map``)."""
+    n = masking_map(e, a, gamma, sigma, k)
     return torch.stack([n.sum(dim=(2, 3)), (n * n).sum(dim=(2, 3))], dim=1)
 
 

@@ -15,11 +15,14 @@ formed. Nothing here imports torch.
 from __future__ import annotations
 
 import os
+import time
 from typing import Sequence
 
 import numpy as np
 
-from cdiqa.errors import BackendUnavailable, ConfigError, ManifestError, ShapeError, describe
+from cdiqa.errors import (Abandoned, BackendUnavailable, ConfigError, ManifestError, ShapeError,
+                          describe)
+from cdiqa.images import pixel_budget
 from cdiqa.manifest import (DEFAULT_BUNDLE, OUTPUT_COUNTS, OUTPUT_SUMS, OUTPUT_SUMSQ, Manifest,
                             load_manifest, read_json)
 from cdiqa.masking import features_from_stats
@@ -41,7 +44,7 @@ class Scorer:
 
     def __init__(self, manifest: Manifest, session: Session, domain: str | None = None, *,
                  max_batch: int = MAX_BATCH, tile: int | None = None,
-                 halo: int | None = None) -> None:
+                 halo: int | None = None, max_pixels: int | None = None) -> None:
         self.manifest = manifest
         self.session = session
         self.domain = domain or manifest.default_domain
@@ -49,6 +52,9 @@ class Scorer:
         self.max_batch = int(max_batch)
         self.tile = tile
         self.halo = manifest.tiling.halo if halo is None else int(halo)
+        #: most pixels of one image (``cdiqa.images.pixel_budget``), checked before decoding
+        self.max_pixels = pixel_budget(max_pixels)
+        self._closed = False
         if self.max_batch < 1:
             raise ConfigError(describe("Batch", "scorer option", "max_batch", max_batch, ">= 1",
                                        "Use a positive batch size"))
@@ -58,13 +64,17 @@ class Scorer:
         self.precision = getattr(session, "precision", "fp32")
         #: opens a session for another domain's graph (set by ``load``; see ``with_domain``)
         self._reopen = None
+        #: the maps graph's session, opened by the first ``quality_map``, and its threads
+        self._maps = None
+        self._threads: int | None = None
 
     @classmethod
     def load(cls, bundle: str | os.PathLike | None = None, backend: str = "auto",
              device: str | None = None,
              domain: str | None = None, *, options: SessionOptions | None = None,
              max_batch: int = MAX_BATCH, tile: int | None = None, halo: int | None = None,
-             verify: bool = True, precision: str = "fp32") -> "Scorer":
+             verify: bool = True, precision: str = "fp32",
+             max_pixels: int | None = None) -> "Scorer":
         """Open a bundle (by default the model bundled with cdiqa).
 
         >>> with Scorer.load() as scorer:                    # doctest: +SKIP
@@ -84,6 +94,8 @@ class Scorer:
             verify: check every file's sha256 before use.
             precision: "fp32", or "int8"/"fp16": the domain's reduced-precision graph
                 (written by ``iqa-export calibrate``).
+            max_pixels: most pixels of one image (over it: ``ImageTooLarge``, from the
+                header, before decoding); None: ``cdiqa.images.MAX_PIXELS``.
         """
         from dataclasses import replace
 
@@ -91,7 +103,9 @@ class Scorer:
         options = replace(options or SessionOptions(), precision=precision,
                           domain=domain or manifest.default_domain)
         session = _reopened(open_session(manifest, backend, device, options), precision)
-        scorer = cls(manifest, session, domain, max_batch=max_batch, tile=tile, halo=halo)
+        scorer = cls(manifest, session, domain, max_batch=max_batch, tile=tile, halo=halo,
+                     max_pixels=max_pixels)
+        scorer._threads = options.threads
         scorer._reopen = lambda d: _reopened(open_session(manifest, backend, device,
                                                           replace(options, domain=d)), precision)
         return scorer
@@ -108,8 +122,8 @@ class Scorer:
                                            "Open it with Scorer.load(bundle, domain=...)"))
             session = self._reopen(domain)
         scorer = Scorer(self.manifest, session, domain, max_batch=self.max_batch,
-                        tile=self.tile, halo=self.halo)
-        scorer._reopen = self._reopen
+                        tile=self.tile, halo=self.halo, max_pixels=self.max_pixels)
+        scorer._reopen, scorer._threads = self._reopen, self._threads
         return scorer
 
     def score(self, ref, dist) -> float:
@@ -125,13 +139,20 @@ class Scorer:
         if len(refs) != len(dists):
             raise ShapeError(describe("Count", "images", "dists", len(dists),
                                       f"{len(refs)} like refs", "Pass one distorted per reference"))
-        return self.score_pairs([pair_from(r, d, i) for i, (r, d) in enumerate(zip(refs, dists))])
+        return self.score_pairs([pair_from(r, d, i, self.max_pixels)
+                                 for i, (r, d) in enumerate(zip(refs, dists))])
 
-    def score_pairs(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Qualities (N,) of checked float32 (H, W, 3) pairs (``preprocess.pair_from``)."""
-        return self.head.score(self.features_of_pairs(pairs))
+    def score_pairs(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                    deadlines: Sequence[float | None] | None = None) -> np.ndarray:
+        """Qualities (N,) of checked float32 (H, W, 3) pairs (``preprocess.pair_from``).
 
-    def features_of_pairs(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        ``deadlines``: per pair, a ``time.monotonic()`` time (or None) after which nobody
+        waits for its score; a tiled pair past it stops between tile batches (``Abandoned``).
+        """
+        return self.head.score(self.features_of_pairs(pairs, deadlines))
+
+    def features_of_pairs(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                          deadlines: Sequence[float | None] | None = None) -> np.ndarray:
         """v (N, 2D) of checked float32 (H, W, 3) pairs (from ``preprocess.pair_from``)."""
         v = np.empty((len(pairs), self.manifest.feature_dim), np.float32)
         small = []
@@ -140,16 +161,44 @@ class Scorer:
             if tiles is None:
                 small.append(i)
             else:
-                v[i] = features_from_stats(*tiled_stats(self.stats, r, d, tiles,
-                                                        self.max_batch))[0]
+                run = _until(self.stats, deadlines[i] if deadlines else None, i)
+                v[i] = features_from_stats(*tiled_stats(run, r, d, tiles, self.max_batch))[0]
         for idx in group_by_size((pairs[i][0] for i in small), self.max_batch):
             rows = [small[j] for j in idx]
             stats = self.stats(feed([pairs[i][0] for i in rows], [pairs[i][1] for i in rows]))
             v[rows] = features_from_stats(*stats)
         return v
 
+    def quality_map(self, ref, dist) -> np.ndarray:
+        """Where the degradation is: a map (H, W) float32 >= 0 of the image's size.
+
+        The masking maps before pooling, weighted per scale and channel by this domain's head
+        and upsampled to the image (``cdiqa.runtime.maps``): 0 for identical images, largest
+        where the pair differs most visibly; its mean is the head's severity linearised at
+        v = 0 (docs/runtime.md). Runs the bundle's maps graph (FP32, ONNX Runtime on CPU,
+        opened on first use), in tiles if this scorer tiles. Inputs as for ``score``.
+
+        Raises:
+            ManifestError: a bundle exported before quality maps (re-export it).
+        """
+        from cdiqa.runtime.maps import MapsGraph, combine_maps, map_weights, tiled_maps
+
+        r, d = pair_from(ref, dist)
+        if self._maps is None:
+            self._maps = MapsGraph(self.manifest, self.domain, self._threads)
+        strides = self.manifest.tiling.strides
+        tiles = self._tiles(r.shape[:2])
+        maps = ([n[0] for n in self._maps.run(feed([r], [d]))] if tiles is None
+                else tiled_maps(self._maps.run, r, d, tiles, strides))
+        weights = map_weights(self.head, self.manifest.model_config["channels"])
+        return combine_maps(maps, strides, weights, r.shape[:2])
+
     def stats(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One graph run: (sums, sumsq, counts) of a validated feed (``preprocess.feed``)."""
+        if self._closed:
+            raise ConfigError(describe("State", "scorer", "Scorer", "closed", "an open scorer",
+                                       "Open a new one with Scorer.load(...) (or score "
+                                       "inside its with-block)"))
         out = self.session.infer(inputs)
         return out[OUTPUT_SUMS], out[OUTPUT_SUMSQ], out[OUTPUT_COUNTS]
 
@@ -159,8 +208,10 @@ class Scorer:
         return plan_tiles(*size, self.tile, self.halo, self.manifest.tiling.alignment)
 
     def close(self) -> None:
-        """Close the backend session."""
+        """Close the backend session (and the maps graph's, if one was opened)."""
+        self._closed = True
         self.session.close()
+        self._maps = None
 
     def __enter__(self) -> "Scorer":
         return self
@@ -188,6 +239,21 @@ def open_session(manifest: Manifest, backend: str = "auto", device: str | None =
     raise BackendUnavailable("No backend could load the bundle: " + " | ".join(reasons))
 
 
+def _until(run, deadline: float | None, index: int):
+    """``run``, raising ``Abandoned`` once the monotonic ``deadline`` has passed (checked
+    before each tile batch: a timed-out request stops within one batch)."""
+    if deadline is None:
+        return run
+
+    def checked(inputs):
+        if time.monotonic() > deadline:
+            raise Abandoned(describe("Deadline", "pair", index, "passed between its tiles",
+                                     "an answer in time", "The request timed out; its work "
+                                     "was dropped"))
+        return run(inputs)
+    return checked
+
+
 def _reopened(session: Session, precision: str) -> Session:
     session.precision = precision
     return session
@@ -212,7 +278,8 @@ _OPEN: dict[tuple, Scorer] = {}
 
 
 def score(ref, dist, *, bundle: str | os.PathLike | None = None, domain: str | None = None,
-          precision: str = "fp32", backend: str = "auto", device: str | None = None) -> float:
+          precision: str = "fp32", backend: str = "auto", device: str | None = None,
+          max_pixels: int | None = None) -> float:
     """Quality of one pair in [0, 1] (1.0 for identical images), in one call.
 
     The first call with given options opens the bundle (by default the bundled model) and
@@ -224,7 +291,7 @@ def score(ref, dist, *, bundle: str | os.PathLike | None = None, domain: str | N
         ref, dist: file paths, arrays (H, W[, C]) of uint8, uint16 or float in [0, 1], Pillow
             images or torch tensors (C, H, W) in [0, 1] (``preprocess.image_from``).
         bundle: a bundle directory; None: the bundled default model.
-        domain, precision, backend, device: as for ``Scorer.load``.
+        domain, precision, backend, device, max_pixels: as for ``Scorer.load``.
 
     >>> import numpy as np
     >>> image = np.random.default_rng(0).random((64, 64, 3))
@@ -232,9 +299,9 @@ def score(ref, dist, *, bundle: str | os.PathLike | None = None, domain: str | N
     1.0
     """
     path = os.path.abspath(DEFAULT_BUNDLE if bundle is None else bundle)
-    key = (path, domain, precision, backend, device)
+    key = (path, domain, precision, backend, device, max_pixels)
     scorer = _OPEN.get(key)
     if scorer is None:
         scorer = _OPEN.setdefault(key, Scorer.load(path, backend, device, domain,
-                                                   precision=precision))
+                                                   precision=precision, max_pixels=max_pixels))
     return scorer.score(ref, dist)
