@@ -22,6 +22,15 @@ class ImageDecodeError(ImageError):
     an ``ImageError`` that is not one of these decoded, but its pixels cannot be scored."""
 
 
+class ImageTooLarge(ImageError):
+    """An image over the pixel budget (``cdiqa.images.MAX_PIXELS`` or the caller's
+    ``max_pixels``), found from its header or shape before its pixels are decoded or copied."""
+
+
+class Abandoned(CdiqaError):
+    """Work dropped unfinished because its deadline passed (nobody waits for its result)."""
+
+
 class ShapeError(CdiqaError):
     """A tensor whose shape, rank, dtype or channel count does not fit."""
 

@@ -113,12 +113,14 @@ def test_load_image_bytes_checks_float_pixels_after_decoding(tmp_path):
     assert not isinstance(info.value, ImageDecodeError)
 
 
-def test_decompression_bomb_is_an_image_error(tmp_path, monkeypatch):
+def test_decompression_bomb_is_an_image_too_large(tmp_path, monkeypatch):
+    from cdiqa.errors import ImageTooLarge
+
     data = _save(tmp_path, "big.png", np.zeros((64, 64, 3), np.uint8)).read_bytes()
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 > 2 x 1000: a "bomb"
-    with pytest.raises(ImageError, match="'big.png' cannot be read: Image size"):
+    with pytest.raises(ImageTooLarge, match="'big.png': got more than 2000 pixels .Pillow"):
         load_image_bytes(data, "big.png")
-    with pytest.raises(ImageError, match="big.png' cannot be read: Image size"):
+    with pytest.raises(ImageTooLarge, match="big.png': got more than 2000 pixels"):
         load_image(tmp_path / "big.png")
 
 

@@ -18,8 +18,9 @@ from cdiqa.images import (array_from_tensor, as_image, check_pair, image_from_pi
 from cdiqa.manifest import INPUT_DIST, INPUT_REF, INPUT_ROI
 
 
-def image_from(image, name: str = "image") -> np.ndarray:
-    """One image as float32 RGB (H, W, 3).
+def image_from(image, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """One image as float32 RGB (H, W, 3), of at most ``max_pixels`` pixels (None: the
+    default, ``cdiqa.images.MAX_PIXELS``; checked before decoding or copying).
 
     ``image``: a file path; a numpy array (H, W[, C]) of uint8, uint16 or float in [0, 1]; a
     Pillow image; or a torch tensor (C, H, W) / (1, C, H, W), float in [0, 1] or uint8.
@@ -27,21 +28,23 @@ def image_from(image, name: str = "image") -> np.ndarray:
     exist once its library was imported, so neither is ever imported here.
     """
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
+        return load_image(image, max_pixels)
     pil, torch = sys.modules.get("PIL.Image"), sys.modules.get("torch")
     if pil is not None and isinstance(image, pil.Image):
-        return image_from_pil(image, name)
+        return image_from_pil(image, name, max_pixels)
     if torch is not None and isinstance(image, torch.Tensor):
         image = array_from_tensor(image, name)
-    return as_image(image, name=name)
+    return as_image(image, name=name, max_pixels=max_pixels)
 
 
-def pair_from(ref, dist, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Load and check one (reference, distorted) pair; names carry ``index`` for messages."""
+def pair_from(ref, dist, index: int | None = None, max_pixels: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Load and check one (reference, distorted) pair; names carry ``index`` for messages.
+    Each image is held to ``max_pixels`` (None: the default) before it is decoded."""
     suffix = "" if index is None else f"[{index}]"
     ref_name = str(ref) if isinstance(ref, (str, os.PathLike)) else f"ref{suffix}"
     dist_name = str(dist) if isinstance(dist, (str, os.PathLike)) else f"dist{suffix}"
-    r, d = image_from(ref, ref_name), image_from(dist, dist_name)
+    r, d = image_from(ref, ref_name, max_pixels), image_from(dist, dist_name, max_pixels)
     check_pair(r, d, ref_name, dist_name)
     return r, d
 

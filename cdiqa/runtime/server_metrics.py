@@ -65,12 +65,13 @@ class ObservedScorer:
         self.scorer = scorer
         self.metrics = metrics
         self.max_batch = scorer.max_batch
+        self.max_pixels = scorer.max_pixels
 
-    def score_pairs(self, pairs: Sequence):
+    def score_pairs(self, pairs: Sequence, **kw):
         """``Scorer.score_pairs``, observed."""
         start = time.perf_counter()
         try:
-            return self.scorer.score_pairs(pairs)
+            return self.scorer.score_pairs(pairs, **kw)
         finally:
             self.metrics.batch_size.observe(len(pairs))
             self.metrics.inference.observe(time.perf_counter() - start)

@@ -18,6 +18,10 @@
   pair the scorer rejects (an image over a TensorRT profile's largest shape, say) fails only
   its own future and the others get the scores they get alone. A failure of every pair (a
   broken session) costs one call per pair, each future getting its own error.
+- Deadlines: ``submit(..., deadline=t)`` (a ``time.monotonic()`` time) marks when nobody
+  waits for the score any more (a timed-out request): an item past it is dropped before it
+  is scored, and a tiled pair stops between tile batches; its future gets ``Abandoned``.
+- Pixel budget: images are held to the scorer's ``max_pixels`` (``cdiqa.images``).
 - Shutdown: ``close()`` refuses new items (a ``submit`` waiting for room raises
   ``StreamClosed``), then the worker finishes every item already queued before it stops:
   nothing accepted is lost. ``close(timeout)`` returns after at most ``timeout`` seconds even
@@ -36,7 +40,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from cdiqa.errors import CdiqaError, ConfigError, ShapeError, describe
+from cdiqa.errors import Abandoned, CdiqaError, ConfigError, ShapeError, describe
 from cdiqa.images import check_pair
 from cdiqa.runtime.preprocess import image_from, pair_from
 
@@ -113,7 +117,9 @@ class StreamScorer:
         self.scorer = scorer
         self.max_batch, self.max_wait, self.max_queue = int(max_batch), float(max_wait), \
             int(max_queue)
-        self.reference = None if reference is None else image_from(reference, "reference")
+        self._max_pixels = getattr(scorer, "max_pixels", None)
+        self.reference = (None if reference is None
+                          else image_from(reference, "reference", self._max_pixels))
         # One condition guards the queue and the closed flag; nobody blocks while holding it
         # (waits release it), so close() never waits behind a blocked submit.
         self._items: deque = deque()
@@ -122,11 +128,12 @@ class StreamScorer:
         self._worker = threading.Thread(target=self._run, name="cdiqa-stream", daemon=True)
         self._worker.start()
 
-    def submit(self, ref, dist=None, *, block: bool = True, timeout: float | None = None
-               ) -> Future:
+    def submit(self, ref, dist=None, *, block: bool = True, timeout: float | None = None,
+               deadline: float | None = None) -> Future:
         """Queue one pair (or one frame against the fixed reference); returns its Future.
 
         Images are loaded and checked here, so a bad image raises in the caller.
+        ``deadline``: a ``time.monotonic()`` time after which the pair is abandoned.
 
         Raises:
             QueueFull: the queue stayed full (``block=False``, or for ``timeout`` seconds).
@@ -146,7 +153,7 @@ class StreamScorer:
                                          f"{self.max_queue} items waiting",
                                          "a free slot", "Wait and retry, raise max_queue, or "
                                          "pass a longer timeout"))
-            self._items.append((pair, future))
+            self._items.append((pair, future, deadline))
             self._cond.notify_all()
         return future
 
@@ -192,12 +199,12 @@ class StreamScorer:
                 raise ConfigError(describe("Arguments", "stream", "submit", "one image",
                                            "(ref, dist)", "Pass both images, or create the "
                                            "stream with reference=..."))
-            return pair_from(ref, dist)
+            return pair_from(ref, dist, max_pixels=self._max_pixels)
         if dist is not None:
             raise ConfigError(describe("Arguments", "stream", "submit", "two images",
                                        "one frame (the reference is fixed)",
                                        "Pass only the frame"))
-        frame = image_from(ref, "frame")
+        frame = image_from(ref, "frame", self._max_pixels)
         check_pair(self.reference, frame, "reference", "frame")
         return self.reference, frame
 
@@ -229,11 +236,15 @@ class StreamScorer:
             return batch
 
     def _score(self, batch: list) -> None:
-        live = [(pair, f) for pair, f in batch if f.set_running_or_notify_cancel()]
+        live = [item for item in batch if item[1].set_running_or_notify_cancel()]
+        now = time.monotonic()
+        for item in [i for i in live if i[2] is not None and now > i[2]]:
+            item[1].set_exception(_abandoned())
+        live = [i for i in live if not i[1].done()]
         if not live:
             return
         try:
-            scores = self._scores([pair for pair, _ in live])
+            scores = self._scores(live)
         except Exception as exc:  # the worker lives; find the pairs at fault
             if len(live) == 1:
                 live[0][1].set_exception(exc)
@@ -241,23 +252,34 @@ class StreamScorer:
                 for item in live:
                     self._score_alone(item)
             return
-        for (_, f), s in zip(live, scores):
+        for (_, f, _), s in zip(live, scores):
             f.set_result(s)
 
     def _score_alone(self, item) -> None:
-        pair, future = item
+        if item[2] is not None and time.monotonic() > item[2]:
+            item[1].set_exception(_abandoned())
+            return
         try:
-            score = self._scores([pair])[0]
+            score = self._scores([item])[0]
         except Exception as exc:
-            future.set_exception(exc)
+            item[1].set_exception(exc)
         else:
-            future.set_result(score)
+            item[1].set_result(score)
 
-    def _scores(self, pairs: list) -> list[float]:
-        """One scorer call, as floats; a wrong count is a failure (no future is left hanging)."""
-        scores = [float(s) for s in self.scorer.score_pairs(pairs)]
+    def _scores(self, items: list) -> list[float]:
+        """One scorer call, as floats; a wrong count is a failure (no future is left hanging).
+        Deadlines go to the scorer only when an item has one (any ``score_pairs`` works)."""
+        pairs = [pair for pair, _, _ in items]
+        deadlines = [d for _, _, d in items]
+        kw = {"deadlines": deadlines} if any(d is not None for d in deadlines) else {}
+        scores = [float(s) for s in self.scorer.score_pairs(pairs, **kw)]
         if len(scores) != len(pairs):
             raise ShapeError(describe("Count", "scores", "score_pairs", len(scores),
                                       f"{len(pairs)} (one per pair)",
                                       "Return one score per pair from the scorer"))
         return scores
+
+
+def _abandoned() -> Abandoned:
+    return Abandoned("Deadline for stream item 'submit': got it passed before scoring, "
+                     "expected an answer in time. The request timed out; nobody waits for it.")
