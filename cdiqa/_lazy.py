@@ -31,6 +31,7 @@ _EXTRAS = {
     "multipart": "serve",
     "tritonclient.http": "triton",
     "tritonclient.grpc": "triton",
+    "matplotlib": "plots",
 }
 
 
@@ -75,9 +76,19 @@ def onnxruntime() -> ModuleType:
     return lazy_import("onnxruntime", purpose="ONNX Runtime backend")
 
 
-def tensorrt() -> ModuleType:
-    """The tensorrt module."""
-    return lazy_import("tensorrt", purpose="TensorRT backend")
+_TRT_MISSING = ("TensorRT is not installed: {purpose} needs the 'tensorrt' Python package and "
+                "its libraries ({reason}); install 'cdiqa[trt]' on a machine with an NVIDIA GPU.")
+
+
+def require_tensorrt(purpose: str = "the TensorRT backend") -> ModuleType:
+    """The tensorrt module, or ``BackendUnavailable`` with one line saying what to install."""
+    try:
+        return lazy_import("tensorrt", purpose=purpose)
+    except (BackendUnavailable, OSError) as exc:  # OSError: the wheel without its libraries
+        text = str(exc).strip()
+        reason = text[text.find("(") + 1:text.rfind(")")] if "(" in text else text
+        raise BackendUnavailable(_TRT_MISSING.format(purpose=purpose, reason=reason or
+                                                     type(exc).__name__)) from None
 
 
 def cuda_driver() -> ModuleType:

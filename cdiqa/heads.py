@@ -276,7 +276,7 @@ def read_head(path: str | os.PathLike) -> Head:
 
 def write_head(head: Head, path: str | os.PathLike) -> None:
     """Write ``head.to_dict()`` as JSON, atomically."""
-    from cdiqa.images import atomic_write
+    from cdiqa.files import atomic_write
 
     text = json.dumps(head.to_dict(), separators=(",", ":")).encode()
     atomic_write(path, lambda f: f.write(text))

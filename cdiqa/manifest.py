@@ -216,7 +216,7 @@ class Manifest:
     calibration: dict[str, FileEntry] = field(default_factory=dict)
     domain_models: dict[str, DomainModels] = field(default_factory=dict)
     #: TensorRT engines written by ``iqa-export build``, keyed "<domain>/<precision>/<sm_XY>"
-    #: (``cdiqa.runtime.backends.tensorrt.engine_key``); each file starts with its header
+    #: (``cdiqa.engine_format.engine_key``); each file starts with its header
     engines: dict[str, FileEntry] = field(default_factory=dict)
     root: Path | None = field(default=None, compare=False, repr=False)
 
@@ -319,7 +319,7 @@ def verify_files(manifest: Manifest) -> None:
 
 def save_manifest(manifest: Manifest, bundle: str | os.PathLike) -> Path:
     """Write ``bundle/manifest.json`` atomically (temp file + rename)."""
-    from cdiqa.images import atomic_write
+    from cdiqa.files import atomic_write
 
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False).encode()
     return atomic_write(Path(bundle) / MANIFEST_FILE, lambda f: f.write(text + b"\n"))

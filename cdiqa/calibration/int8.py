@@ -73,7 +73,7 @@ def qdq_from_cache(graph: str | os.PathLike, cache: CalibrationCache, out: str |
         CalibrationError: the cache was collected on another graph (sha256 mismatch) or lacks
             the range of a tensor to quantize.
     """
-    from cdiqa.images import atomic_write
+    from cdiqa.files import atomic_write
     from cdiqa.manifest import sha256_file
 
     onnx = _lazy.onnx()

@@ -113,7 +113,7 @@ class CalibrationCache:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the cache atomically."""
-        from cdiqa.images import atomic_write
+        from cdiqa.files import atomic_write
 
         text = self.to_json().encode()
         return atomic_write(path, lambda f: f.write(text))

@@ -7,9 +7,9 @@
           ─► plan ─► header + plan ─► bundle/engines/<domain>.<precision>.<sm_XY>.engine
                                     └► manifest.engines["<domain>/<precision>/<sm_XY>"]
 
-Graphs (``select_graph``): FP32 is the plugin form (``model.plugin.onnx``, or the domain's
-adapted ``fp32_plugin``) whose masking nodes become the ``CdiqaMasking`` plugin; FP16 and INT8
-are the domain's graphs written by ``iqa-export calibrate`` (FP16 with explicit casts, INT8
+Graphs (``cdiqa.graphs.select_graph``, plugin form): FP32 is ``model.plugin.onnx``, or the
+domain's adapted ``fp32_plugin``, whose masking nodes become the ``CdiqaMasking`` plugin; FP16
+and INT8 are the domain's graphs written by ``iqa-export calibrate`` (FP16 with explicit casts, INT8
 with Q/DQ), built strongly typed so TensorRT runs exactly the precisions written in the graph.
 Without a calibrated FP16 graph, TensorRT 10 (which still has ``BuilderFlag.FP16``) builds the
 plugin graph weakly typed with FP16 allowed; TensorRT 11 removed that flag, and the message
@@ -31,15 +31,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from cdiqa.errors import CdiqaError, ConfigError, describe
+from cdiqa._lazy import require_tensorrt
+from cdiqa.engine_format import (EngineHeader, engine_key, pack_engine, plugin_hash,
+                                 read_engine_header)
+from cdiqa.errors import ConfigError, KernelError, describe
 from cdiqa.export.engine_cache import (cache_lookup, cache_store, default_cache_dir,
                                        engine_cache_key)
+from cdiqa.gpu import gpu_info
+from cdiqa.graphs import GraphChoice, select_graph
 from cdiqa.manifest import (INPUT_DIST, INPUT_REF, INPUT_ROI, Manifest, file_entry,
                             load_manifest, save_manifest)
 from cdiqa.masking import MIN_SIZE
-from cdiqa.runtime.backends.tensorrt import (EngineHeader, GraphChoice, engine_key, gpu_info,
-                                             pack_engine, plugin_hash, read_engine_header,
-                                             require_tensorrt, select_graph)
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -183,8 +185,8 @@ def engine_from_bundle(bundle: str | os.PathLike, config: BuildConfig) -> BuildR
     manifest = load_manifest(bundle)
     gpu = gpu_info(0)
     domain = config.domain or manifest.default_domain
-    graph = select_graph(manifest, domain, config.precision,
-                         trt_has_fp16_flag=hasattr(trt.BuilderFlag, "FP16"))
+    graph = select_graph(manifest, domain, config.precision, "plugin",
+                         fp16_flag=hasattr(trt.BuilderFlag, "FP16"))
     header = EngineHeader(
         trt_version=trt.__version__, gpu_name=gpu.name,
         compute_capability=gpu.compute_capability, plugin_hash=plugin_hash(manifest.plugin),
@@ -212,7 +214,7 @@ def engine_from_bundle(bundle: str | os.PathLike, config: BuildConfig) -> BuildR
 
 
 def _write_into_bundle(manifest: Manifest, key: str, data: bytes) -> Path:
-    from cdiqa.images import atomic_write
+    from cdiqa.files import atomic_write
 
     rel = f"{ENGINES_DIR}/{key.replace('/', '.')}.engine"
     path = atomic_write(manifest.root / rel, lambda f: f.write(data))
@@ -230,7 +232,7 @@ def plan_from_onnx(trt, graph: GraphChoice, config: BuildConfig) -> bytes:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(graph.path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise CdiqaError(describe("ONNX parse", "graph", graph.path.name, "; ".join(errors[:3]),
+        raise KernelError(describe("ONNX parse", "graph", graph.path.name, "; ".join(errors[:3]),
                                   "a graph TensorRT can import", "Check the plugin is "
                                   "registered and the graph passes `iqa-export check`"))
     builder_config = builder.create_builder_config()
@@ -242,10 +244,10 @@ def plan_from_onnx(trt, graph: GraphChoice, config: BuildConfig) -> bytes:
     cache = _load_timing_cache(builder_config, config.timing_cache)
     plan = builder.build_serialized_network(network, builder_config)
     if plan is None:
-        raise CdiqaError(describe("Build", "graph", graph.path.name, "no engine",
+        raise KernelError(describe("Build", "graph", graph.path.name, "no engine",
                                   "a serialized plan", "Read the TensorRT log above"))
     if config.timing_cache:
-        from cdiqa.images import atomic_write
+        from cdiqa.files import atomic_write
 
         blob = bytes(cache.serialize())
         atomic_write(config.timing_cache, lambda f: f.write(blob))
@@ -300,6 +302,6 @@ def _load_timing_cache(builder_config, path: str | None):
     return cache
 
 
-__all__ = ["BuildConfig", "BuildResult", "ENGINES_DIR", "GraphChoice", "PRECISIONS",
-           "ShapeProfile", "engine_from_bundle", "parse_profile", "parse_shape",
-           "plan_from_onnx", "profile_from_options", "select_graph"]
+__all__ = ["BuildConfig", "BuildResult", "ENGINES_DIR", "PRECISIONS", "ShapeProfile",
+           "engine_from_bundle", "parse_profile", "parse_shape", "plan_from_onnx",
+           "profile_from_options"]

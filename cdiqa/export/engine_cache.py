@@ -5,7 +5,7 @@ TensorRT version, the GPU (name and compute capability), the precision and the o
 profile; the version- and hardware-compatibility flags change the plan too. The key is a
 sha256 over exactly those (:func:`engine_cache_key`, a pure function), so a change of any of
 them misses the cache and a hit is always safe to reuse. Entries are whole engine files
-(header + plan, :func:`cdiqa.runtime.backends.tensorrt.pack_engine`) named ``<key>.engine``.
+(header + plan, :func:`cdiqa.engine_format.pack_engine`) named ``<key>.engine``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from cdiqa.images import atomic_write
+from cdiqa.files import atomic_write
 
 #: Bumped when the key's inputs or the entry layout change.
 CACHE_FORMAT = "cdiqa-engine-1"

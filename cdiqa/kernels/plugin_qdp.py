@@ -182,7 +182,7 @@ def register() -> dict:
     definition = plugin_definition()
     if definition["id"] in _registered:
         return definition
-    from cdiqa.runtime.backends.tensorrt import require_tensorrt
+    from cdiqa._lazy import require_tensorrt
 
     trt = require_tensorrt("the masking QDP plugin")
     if not hasattr(trt, "plugin") and not _has_module("tensorrt.plugin"):

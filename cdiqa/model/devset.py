@@ -157,7 +157,8 @@ def _load(source: Source, work: Path) -> np.ndarray:
 
 def fetch(cache: str | os.PathLike | None = None, progress: Progress | None = None) -> Path:
     """Download, crop and resize every reference into ``cache``; returns the cache folder."""
-    from cdiqa.images import atomic_write, save_image
+    from cdiqa.files import atomic_write
+    from cdiqa.images import save_image
 
     cache = Path(cache) if cache is not None else default_cache()
     cache.mkdir(parents=True, exist_ok=True)

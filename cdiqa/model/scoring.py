@@ -22,7 +22,8 @@ import torch
 
 from cdiqa.errors import ConfigError, describe
 from cdiqa.heads import Head, read_head
-from cdiqa.images import atomic_write, check_pair, load_image
+from cdiqa.files import atomic_write
+from cdiqa.images import check_pair, load_image
 from cdiqa.model.masking import features_from_stats
 from cdiqa.model.network import CDIQA, Codes, load_model
 from cdiqa.pairs import PAIR_COLUMNS, PairsFile, read_pairs_file  # noqa: F401 (one reader)

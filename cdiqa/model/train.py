@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cdiqa.errors import ConfigError, describe
-from cdiqa.images import atomic_write
+from cdiqa.files import atomic_write
 from cdiqa.model import losses as L
 from cdiqa.model.data import (PairSampler, builtin_references, dev_kinds, load_reference_folder,
                               step_seed)

@@ -36,7 +36,8 @@ from typing import Callable, Iterable, Iterator, Literal, Mapping, Protocol, Seq
 import numpy as np
 
 from cdiqa.errors import CdiqaError, ConfigError, describe
-from cdiqa.images import atomic_write, check_pair
+from cdiqa.files import atomic_write
+from cdiqa.images import check_pair
 from cdiqa.pairs import PAIR_COLUMNS, read_pairs_file
 from cdiqa.runtime.backends import SessionOptions
 from cdiqa.runtime.preprocess import image_from

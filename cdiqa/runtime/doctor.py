@@ -112,7 +112,7 @@ def probe_nvcc() -> Finding:
 
 def probe_tensorrt() -> list[Finding]:
     """TensorRT's Python package and its plugin API (tensorrt.plugin, 10.8+)."""
-    from cdiqa.runtime.backends.tensorrt import require_tensorrt
+    from cdiqa._lazy import require_tensorrt
 
     try:
         trt = require_tensorrt("the TensorRT backend")

@@ -21,17 +21,9 @@ import numpy as np
 from cdiqa import _lazy
 from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError, ShapeError, describe
 from cdiqa.runtime.preprocess import feed, group_by_size, pair_from
-
-#: the model a client calls (the ensemble, or the whole runtime in the python flavour)
-MODEL = "cdiqa"
-#: the ONNX / TensorRT graph model of an ensemble repository
-GRAPH_MODEL = "cdiqa_graph"
-#: the Python-backend model that applies the domain's head to the graph's stats
-HEAD_MODEL = "cdiqa_head"
-#: the one output of ``MODEL``: quality in [0, 1], shape (B, 1)
-OUTPUT_SCORE = "score"
-#: manifest dtype -> Triton datatype (config.pbtxt spells it with a ``TYPE_`` prefix)
-TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int32": "INT32", "int64": "INT64"}
+# the repository's names, here too for clients that import them from this module
+from cdiqa.triton_layout import (GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE,  # noqa: F401
+                                 TRITON_DTYPES)
 PROTOCOLS = ("http", "grpc")
 _DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 

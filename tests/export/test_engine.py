@@ -1,4 +1,4 @@
-"""``iqa-export build``: cache key, profiles, graph choice, bundle record, and refusal without
+"""``iqa-export build``: cache key, profiles, bundle record, and refusal without
 TensorRT. Building a real engine needs TensorRT and a GPU (marked ``trt``/``gpu``, skipped
 here with the reason; never replaced by a fake of TensorRT)."""
 
@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cdiqa import _lazy
-from cdiqa.errors import BackendUnavailable, ConfigError, ManifestError
+from cdiqa.errors import BackendUnavailable, ConfigError
+from cdiqa.engine_format import EngineHeader, engine_key, pack_engine, read_engine_header
 from cdiqa.export.engine import (BuildConfig, ShapeProfile, _write_into_bundle,
-                                 engine_from_bundle, parse_profile, profile_from_options,
-                                 select_graph)
+                                 engine_from_bundle, parse_profile, profile_from_options)
 from cdiqa.export.engine_cache import cache_lookup, cache_store, engine_cache_key
-from cdiqa.manifest import DomainModels, FileEntry, load_manifest
-from cdiqa.runtime.backends.tensorrt import (EngineHeader, engine_key, find_engine, pack_engine,
-                                             read_engine_header)
+from cdiqa.manifest import load_manifest
+from cdiqa.runtime.backends.tensorrt import find_engine
 
 KEY_INPUTS = dict(onnx_sha256="a" * 64, plugin_hash="b" * 64, trt_version="10.8.0.43",
                   gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", precision="fp16",
@@ -69,28 +67,6 @@ def test_profiles_parse_and_check() -> None:
         BuildConfig(precision="bf16").check()  # type: ignore[arg-type]
 
 
-def test_graph_choice(tiny_bundle: Path) -> None:
-    m = load_manifest(tiny_bundle)
-    fp32 = select_graph(m, None, "fp32", trt_has_fp16_flag=False)
-    assert fp32.path.name == "model.plugin.onnx" and fp32.strongly_typed and fp32.uses_plugin
-    # TensorRT 10 without a calibrated FP16 graph: the plugin graph, FP16 as a builder flag
-    weak = select_graph(m, None, "fp16", trt_has_fp16_flag=True)
-    assert weak.path.name == "model.plugin.onnx" and not weak.strongly_typed
-    with pytest.raises(ManifestError, match=r"'fp16' without an FP16 graph.*Run `iqa-export "
-                                            r"calibrate .* --domain natural` first"):
-        select_graph(m, None, "fp16", trt_has_fp16_flag=False)  # TensorRT 11
-    with pytest.raises(ManifestError, match=r"Precision for domain 'natural': got 'int8'.*"
-                                            r"iqa-export calibrate"):
-        select_graph(m, "natural", "int8", trt_has_fp16_flag=True)
-    with pytest.raises(ManifestError, match=r"Domain for bundle .*'nope'"):
-        select_graph(m, "nope", "fp32", trt_has_fp16_flag=True)
-    # a calibrated domain's graphs are built strongly typed, without the plugin
-    entry = FileEntry("domains/natural/model.fp16.onnx", "e" * 64)
-    m2 = replace(m, domain_models={"natural": DomainModels({"fp16": entry}, adapted=False)})
-    fp16 = select_graph(m2, "natural", "fp16", trt_has_fp16_flag=False)
-    assert fp16.sha256 == "e" * 64 and fp16.strongly_typed and not fp16.uses_plugin
-
-
 def test_engine_is_recorded_in_the_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
@@ -134,7 +110,7 @@ def test_cli_build_without_tensorrt_exits_1(tiny_bundle: Path, monkeypatch, caps
 @pytest.mark.gpu
 def test_build_fp32_engine_on_this_gpu(tiny_bundle: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorrt", reason="needs TensorRT (cdiqa[trt])")
-    from cdiqa.runtime.backends.tensorrt import gpu_info
+    from cdiqa.gpu import gpu_info
 
     try:
         gpu = gpu_info(0)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from cdiqa.errors import ConfigError, describe
-from cdiqa.images import atomic_write, load_image, save_image
+from cdiqa.files import atomic_write
+from cdiqa.images import load_image, save_image
 from cdiqa.model.distortions._util import LEVELS, check_level, check_seed
 from cdiqa.model.distortions.kadid import distort, distortion_type
 

@@ -1,7 +1,8 @@
 """ONNX Runtime backend: runs the bundle's portable ``model.onnx`` on CPU (or CUDA if present).
 
-The graph is the one ``Manifest.model_path(options.domain, options.precision)`` names: the
-bundle's ``model.onnx``, or a calibrated domain's adapted / INT8 (Q/DQ) / FP16 graph.
+The graph is the portable one ``cdiqa.graphs.select_graph(manifest, options.domain,
+options.precision)`` names: the bundle's ``model.onnx``, or a calibrated domain's adapted /
+INT8 (Q/DQ) / FP16 graph.
 
 Session settings and why:
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from cdiqa import _lazy
 from cdiqa.errors import BackendUnavailable, ConfigError, describe
+from cdiqa.graphs import select_graph
 from cdiqa.manifest import Manifest
 from cdiqa.runtime.backends.base import Session, SessionOptions
 
@@ -50,7 +52,8 @@ class OnnxRuntimeSession(Session):
         super().__init__(manifest, device)
         ort = _lazy.onnxruntime()
         providers = _providers(ort, device)
-        model = manifest.model_path(options.domain, options.precision)
+        graph = select_graph(manifest, options.domain, options.precision)
+        model = graph.path
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -64,8 +67,8 @@ class OnnxRuntimeSession(Session):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         publish = None
         if options.cache_dir is not None:
-            key = manifest.model_entry(options.domain, options.precision).sha256[:16]
-            model, publish = _use_cache(ort, so, key, model, Path(options.cache_dir), device)
+            model, publish = _use_cache(ort, so, graph.sha256[:16], model,
+                                        Path(options.cache_dir), device)
         self._session = ort.InferenceSession(str(model), so, providers=providers)
         if publish is not None:
             os.replace(*publish)  # the optimized model ORT just wrote becomes the cache entry

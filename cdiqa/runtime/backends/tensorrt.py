@@ -1,16 +1,7 @@
 """TensorRT backend: runs an engine built by ``iqa-export build`` on an NVIDIA GPU.
 
-An engine file is our own small header followed by TensorRT's serialized engine::
-
-    b"CDIQATRT" | uint32 little-endian n | n bytes of UTF-8 JSON | TensorRT plan
-      magic       header length            EngineHeader             deserialize_cuda_engine
-
-The header records what the plan is only valid for: TensorRT version, GPU name and compute
-capability, the masking plugin's hash (:func:`plugin_hash`), the ONNX graph's sha256,
-precision, domain and optimization profile. :func:`check_engine_header` (a pure function)
-refuses a plan built for another TensorRT, GPU or plugin with the command that rebuilds it:
-TensorRT itself would either fail to deserialize with an opaque message or, worse, load a
-plan tuned for another GPU.
+The engine file (header + plan) is ``cdiqa.engine_format``; the graph an engine must have
+been built from is ``cdiqa.graphs.select_graph`` (plugin form).
 
 A session binds device buffers through cuda-python (``cuda.bindings.runtime``), copies the
 feed through pinned host buffers on its own stream and runs ``execute_async_v3``; with
@@ -23,225 +14,24 @@ Nothing here imports tensorrt or cuda-python until a session is opened.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
 import os
-import struct
 import threading
-from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from cdiqa import _lazy
-from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError, ManifestError, describe
-from cdiqa.manifest import FILE_ONNX_PLUGIN, Manifest, PluginSpec
+from cdiqa._lazy import require_tensorrt
+from cdiqa.engine_format import check_engine_header, engine_key, plugin_hash, read_engine_header
+from cdiqa.errors import BackendUnavailable, ConfigError, KernelError, ManifestError, describe
+from cdiqa.gpu import cuda_call, cudart, gpu_info
+from cdiqa.graphs import select_graph
+from cdiqa.manifest import Manifest
 from cdiqa.runtime.backends.base import Session, SessionOptions
 
-#: First bytes of every cdiqa engine file.
-ENGINE_MAGIC = b"CDIQATRT"
-#: Version of the header's JSON layout.
-HEADER_FORMAT = 1
-_LENGTH = struct.Struct("<I")
-#: Kernel and plugin sources whose bytes make up the plugin hash (package data of cdiqa).
-PLUGIN_SOURCES = ("kernels/masking/masking.cu", "kernels/masking/masking.cuh",
-                  "kernels/masking/spec.yaml", "kernels/masking/plugin/masking_qdp.cu",
-                  "kernels/masking/plugin/cdiqaMaskingPlugin.h",
-                  "kernels/masking/plugin/cdiqaMaskingPlugin.cpp")
 #: Environment variable naming a C++ plugin library (libcdiqa_masking_plugin.so) to load
 #: before deserializing (engines built with the QDP plugin need none: the kernel is inside).
 PLUGIN_LIBRARY_ENV = "CDIQA_TRT_PLUGIN_LIBRARY"
-_TRT_MISSING = ("TensorRT is not installed: {purpose} needs the 'tensorrt' Python package and "
-                "its libraries ({reason}); install 'cdiqa[trt]' on a machine with an NVIDIA GPU.")
-
-
-@dataclass(frozen=True)
-class EngineHeader:
-    """What an engine was built from and for (the JSON of the header)."""
-
-    trt_version: str
-    gpu_name: str
-    compute_capability: str
-    plugin_hash: str
-    onnx_sha256: str
-    precision: str
-    domain: str
-    profile: dict[str, list[list[int]]] = field(default_factory=dict)
-    version_compatible: bool = False
-    hardware_compatible: bool = False
-    cache_key: str = ""
-    format: int = HEADER_FORMAT
-
-
-# ----------------------------------------------------------------------------- header
-
-
-def pack_engine(header: EngineHeader, plan: bytes) -> bytes:
-    """The bytes of an engine file: magic, JSON length, header JSON, TensorRT plan."""
-    text = json.dumps(asdict(header), sort_keys=True).encode()
-    return ENGINE_MAGIC + _LENGTH.pack(len(text)) + text + bytes(plan)
-
-
-def read_engine_header(data: bytes, name: str = "engine") -> tuple[EngineHeader, int]:
-    """(header, offset of the TensorRT plan) of an engine file's bytes.
-
-    Raises:
-        ManifestError: not a cdiqa engine, a truncated or invalid header, or another format.
-    """
-    fix = "Rebuild it with `iqa-export build BUNDLE --precision ...`"
-    start = len(ENGINE_MAGIC) + _LENGTH.size
-    if len(data) < start or not data.startswith(ENGINE_MAGIC):
-        raise ManifestError(describe("Header", "engine", name, repr(bytes(data[:8])),
-                                     f"the magic {ENGINE_MAGIC!r} of a cdiqa engine", fix))
-    (n,) = _LENGTH.unpack_from(data, len(ENGINE_MAGIC))
-    if start + n > len(data):
-        raise ManifestError(describe("Header length", "engine", name, n,
-                                     f"at most {len(data) - start} bytes", fix))
-    try:
-        raw = json.loads(bytes(data[start:start + n]).decode())
-        if raw.get("format") != HEADER_FORMAT:
-            raise ManifestError(describe("Header format", "engine", name, raw.get("format"),
-                                         HEADER_FORMAT, fix))
-        header = EngineHeader(**raw)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ManifestError(describe("Header", "engine", name, str(exc).splitlines()[0],
-                                     "the JSON of an EngineHeader", fix)) from None
-    return header, start + n
-
-
-def check_engine_header(header: EngineHeader, *, trt_version: str, gpu_name: str,
-                        compute_capability: str, plugin_hash: str,
-                        onnx_sha256: str | None = None, name: str = "engine") -> None:
-    """Refuse an engine built for another TensorRT, GPU, plugin or graph (a pure function).
-
-    ``onnx_sha256``: the sha256 of the graph that serves the engine's domain and precision
-    now (``select_graph``); a recalibrated domain makes an older engine stale.
-
-    A version-compatible engine only needs the same TensorRT major version; a
-    hardware-compatible one (Ampere and newer) any GPU of compute capability >= 8.0.
-
-    Raises:
-        ManifestError: naming the mismatch and the command that rebuilds the engine here.
-    """
-    rebuild = (f"Rebuild it on this machine: `iqa-export build BUNDLE --precision "
-               f"{header.precision} --domain {header.domain}`")
-    same_trt = (header.trt_version.split(".")[0] == trt_version.split(".")[0]
-                if header.version_compatible else header.trt_version == trt_version)
-    if not same_trt:
-        raise ManifestError(describe("TensorRT version", "engine", name,
-                                     f"{header.trt_version} (built with)",
-                                     f"{trt_version} (installed)", rebuild))
-    if header.hardware_compatible:
-        if _cc(compute_capability) < (8, 0):
-            raise ManifestError(describe("Compute capability", "engine", name,
-                                         f"{compute_capability} ({gpu_name})",
-                                         ">= 8.0 for a hardware-compatible engine", rebuild))
-    elif (header.gpu_name, header.compute_capability) != (gpu_name, compute_capability):
-        raise ManifestError(describe("GPU", "engine", name,
-                                     f"{header.gpu_name} (sm {header.compute_capability}, "
-                                     "built on)", f"{gpu_name} (sm {compute_capability}, "
-                                     "this machine)", rebuild))
-    if header.plugin_hash != plugin_hash:
-        raise ManifestError(describe("Plugin hash", "engine", name, header.plugin_hash[:16],
-                                     f"{plugin_hash[:16]} (this cdiqa's masking plugin)", rebuild))
-    if onnx_sha256 is not None and header.onnx_sha256 != onnx_sha256:
-        raise ManifestError(describe("ONNX graph", "engine", name,
-                                     f"built from {header.onnx_sha256[:16]}",
-                                     f"{onnx_sha256[:16]} (the bundle's graph now)", rebuild))
-
-
-def _cc(text: str) -> tuple[int, int]:
-    major, _, minor = str(text).partition(".")
-    return int(major), int(minor or 0)
-
-
-def plugin_hash(plugin: PluginSpec) -> str:
-    """sha256 of the masking plugin: its contract in the manifest and its source files.
-
-    The sources are read as cdiqa's package data (no import of cdiqa.kernels), so the
-    builder and the runtime compute the same value.
-    """
-    h = hashlib.sha256()
-    contract = {"name": plugin.name, "namespace": plugin.namespace, "version": plugin.version,
-                "inputs": list(plugin.inputs), "attributes": dict(plugin.attributes)}
-    h.update(json.dumps(contract, sort_keys=True).encode())
-    root = resources.files("cdiqa")
-    for rel in PLUGIN_SOURCES:
-        item = root.joinpath(rel)
-        h.update(rel.encode() + b"\0")
-        h.update(item.read_bytes() if item.is_file() else b"<missing>")
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------- libraries
-
-
-def require_tensorrt(purpose: str = "the TensorRT backend"):
-    """The tensorrt module, or ``BackendUnavailable`` with one line saying what to install."""
-    try:
-        return _lazy.lazy_import("tensorrt", purpose=purpose)
-    except (BackendUnavailable, OSError) as exc:  # OSError: the wheel without its libraries
-        text = str(exc).strip()
-        reason = text[text.find("(") + 1:text.rfind(")")] if "(" in text else text
-        raise BackendUnavailable(_TRT_MISSING.format(purpose=purpose, reason=reason or
-                                                     type(exc).__name__)) from None
-
-
-def _cudart():
-    return _lazy.lazy_import("cuda.bindings.runtime", purpose="The TensorRT backend")
-
-
-def _ok(result, call: str):
-    """Unpack a cuda-python runtime result, raising on an error code."""
-    err, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
-    if int(err) != 0:
-        raise CdiqaError(f"CUDA call {call} failed: {getattr(err, 'name', int(err))}.")
-    return values[0] if len(values) == 1 else (values or None)
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """The GPU a session or build runs on."""
-
-    index: int
-    name: str
-    compute_capability: str
-    driver_version: int
-    runtime_version: int
-
-    @property
-    def arch(self) -> str:
-        """``sm_XY``."""
-        return "sm_" + self.compute_capability.replace(".", "")
-
-
-def gpu_info(device: int = 0) -> GpuInfo:
-    """Name and compute capability of CUDA device ``device`` (cuda-python runtime API).
-
-    Raises:
-        BackendUnavailable: no cuda-python, no driver or no GPU (the message says which).
-    """
-    rt = _cudart()
-    try:
-        err, count = rt.cudaGetDeviceCount()
-    except Exception as exc:  # the bindings raise when libcudart / libcuda cannot load
-        raise BackendUnavailable(f"TensorRT needs an NVIDIA GPU: CUDA could not start ({exc})."
-                                 ) from None
-    if int(err) != 0 or count == 0:
-        why = getattr(err, "name", str(err)) if int(err) != 0 else "the driver sees no GPU"
-        raise BackendUnavailable(f"TensorRT needs an NVIDIA GPU and driver: {why}. Use "
-                                 "backend='onnxruntime' on this machine.")
-    if not 0 <= device < count:
-        raise ConfigError(describe("Device", "backend", "tensorrt", f"cuda:{device}",
-                                   f"an ordinal in [0, {count - 1}]", "Pick a present GPU"))
-    props = _ok(rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    driver = _ok(rt.cudaDriverGetVersion(), "cudaDriverGetVersion")
-    runtime = _ok(rt.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
-    return GpuInfo(device, name.rstrip("\0"), f"{props.major}.{props.minor}", int(driver),
-                   int(runtime))
 
 
 def _device_index(device: str | None) -> int:
@@ -254,11 +44,6 @@ def _device_index(device: str | None) -> int:
 
 
 # ----------------------------------------------------------------------------- engines
-
-
-def engine_key(domain: str, precision: str, arch: str) -> str:
-    """Key of ``Manifest.engines`` for one built engine: ``"natural/fp16/sm_90"``."""
-    return f"{domain}/{precision}/{arch}"
 
 
 def find_engine(manifest: Manifest, domain: str, precision: str, arch: str) -> Path:
@@ -276,43 +61,6 @@ def find_engine(manifest: Manifest, domain: str, precision: str, arch: str) -> P
             f"Build it: `iqa-export build {manifest.root} --precision {precision} "
             f"--domain {domain}`"))
     return manifest.root / engines[key].path
-
-
-@dataclass(frozen=True)
-class GraphChoice:
-    """The ONNX graph an engine is built from, and whether FP16 is a builder flag."""
-
-    path: Path
-    sha256: str
-    strongly_typed: bool
-    uses_plugin: bool
-
-
-def select_graph(manifest: Manifest, domain: str | None, precision: str, *,
-                 trt_has_fp16_flag: bool) -> GraphChoice:
-    """Which of the bundle's graphs serves (domain, precision) for TensorRT (pure; the builder
-    uses it to pick the graph, a session to check that its engine was built from it).
-
-    Raises:
-        ManifestError: no such domain, or an INT8 (or, on TensorRT 11, FP16) graph that
-            ``iqa-export calibrate`` has not written yet.
-    """
-    domain = domain or manifest.default_domain
-    manifest.domain_path(domain)  # unknown domain: the manifest's message
-    files = manifest.domain_models[domain].files if domain in manifest.domain_models else {}
-    if precision == "fp32" or (precision == "fp16" and "fp16" not in files):
-        entry = files.get("fp32_plugin", manifest.files.get(FILE_ONNX_PLUGIN))
-        if entry is None:
-            raise ManifestError(describe("File", "bundle", manifest.root, "no model.plugin.onnx",
-                                         "the plugin form", "Re-export with `iqa-export export`"))
-        if precision == "fp16" and not trt_has_fp16_flag:
-            raise ManifestError(describe(
-                "Precision", "domain", domain, "'fp16' without an FP16 graph",
-                "domains/<domain>/model.fp16.onnx (TensorRT 11 builds only strongly typed)",
-                f"Run `iqa-export calibrate {manifest.root} --domain {domain}` first"))
-        return GraphChoice(manifest._resolve(entry), entry.sha256, precision == "fp32", True)
-    entry = manifest.model_entry(domain, precision)  # int8 missing: the calibrate message
-    return GraphChoice(manifest._resolve(entry), entry.sha256, True, False)
 
 
 class TensorRTBackend:
@@ -345,10 +93,10 @@ class TensorRTSession(Session):
                             compute_capability=gpu.compute_capability,
                             plugin_hash=plugin_hash(manifest.plugin),
                             onnx_sha256=select_graph(manifest, domain, options.precision,
-                                                     trt_has_fp16_flag=True).sha256,
+                                                     "plugin", fp16_flag=True).sha256,
                             name=path.name)
-        self._rt = rt = _cudart()
-        _ok(rt.cudaSetDevice(index), "cudaSetDevice")
+        self._rt = rt = cudart()
+        cuda_call(rt.cudaSetDevice(index), "cudaSetDevice")
         self._logger = trt.Logger(trt.Logger.WARNING)
         library = os.environ.get(PLUGIN_LIBRARY_ENV)
         if library:
@@ -356,10 +104,10 @@ class TensorRTSession(Session):
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(data[offset:])
         if self._engine is None:
-            raise CdiqaError(describe("Deserialization", "engine", path.name, "None",
-                                      "a TensorRT engine", "Rebuild it with `iqa-export build`"))
+            raise ManifestError(describe("Deserialization", "engine", path.name, "None",
+                                         "a TensorRT engine", "Rebuild it with `iqa-export build`"))
         self._context = self._engine.create_execution_context()
-        self._stream = _ok(rt.cudaStreamCreate(), "cudaStreamCreate")
+        self._stream = cuda_call(rt.cudaStreamCreate(), "cudaStreamCreate")
         self._device: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
         self._host: dict[str, tuple[int, int]] = {}
         self._graphs: dict[tuple, Any] = {}
@@ -375,9 +123,9 @@ class TensorRTSession(Session):
             return ptr
         rt = self._rt
         if ptr:
-            _ok(rt.cudaFreeHost(ptr) if pinned else rt.cudaFree(ptr), "cudaFree")
+            cuda_call(rt.cudaFreeHost(ptr) if pinned else rt.cudaFree(ptr), "cudaFree")
         alloc = rt.cudaMallocHost if pinned else rt.cudaMalloc
-        ptr = int(_ok(alloc(max(nbytes, 256)), "cudaMallocHost" if pinned else "cudaMalloc"))
+        ptr = int(cuda_call(alloc(max(nbytes, 256)), "cudaMallocHost" if pinned else "cudaMalloc"))
         table[name] = (ptr, max(nbytes, 256))
         if not pinned:
             self._graphs.clear()  # captured graphs hold the old device addresses
@@ -404,7 +152,7 @@ class TensorRTSession(Session):
             host = self._host_array(name, array.shape, array.dtype)
             host[...] = array
             dev = self._buffer(self._device, name, array.nbytes, pinned=False)
-            _ok(rt.cudaMemcpyAsync(dev, host.ctypes.data, array.nbytes, h2d, stream),
+            cuda_call(rt.cudaMemcpyAsync(dev, host.ctypes.data, array.nbytes, h2d, stream),
                 "cudaMemcpyAsync")
             ctx.set_tensor_address(name, dev)
         outputs = {}
@@ -415,9 +163,9 @@ class TensorRTSession(Session):
                                                       outputs[name].nbytes, pinned=False))
         self._execute(tuple((n, a.shape) for n, a in sorted(feed.items())))
         for name, host in outputs.items():
-            _ok(rt.cudaMemcpyAsync(host.ctypes.data, self._device[name][0], host.nbytes, d2h,
+            cuda_call(rt.cudaMemcpyAsync(host.ctypes.data, self._device[name][0], host.nbytes, d2h,
                                    stream), "cudaMemcpyAsync")
-        _ok(rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        cuda_call(rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         return {name: host.copy() for name, host in outputs.items()}
 
     def _execute(self, shapes: tuple) -> None:
@@ -425,20 +173,20 @@ class TensorRTSession(Session):
         rt, stream = self._rt, self._stream
         if not self._cuda_graph:
             if not self._context.execute_async_v3(int(stream)):
-                raise CdiqaError("TensorRT execute_async_v3 failed; see the TensorRT log above.")
+                raise KernelError("TensorRT execute_async_v3 failed; see the TensorRT log above.")
             return
         graph_exec = self._graphs.get(shapes)
         if graph_exec is None:
             # one plain run first: TensorRT does its shape-dependent setup outside the capture
             self._context.execute_async_v3(int(stream))
             mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-            _ok(rt.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
+            cuda_call(rt.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
             self._context.execute_async_v3(int(stream))
-            graph = _ok(rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
-            graph_exec = _ok(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-            _ok(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
+            graph = cuda_call(rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
+            graph_exec = cuda_call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+            cuda_call(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
             self._graphs[shapes] = graph_exec
-        _ok(rt.cudaGraphLaunch(graph_exec, stream), "cudaGraphLaunch")
+        cuda_call(rt.cudaGraphLaunch(graph_exec, stream), "cudaGraphLaunch")
 
     def close(self) -> None:
         """Free the buffers, graphs, stream, context and engine (idempotent)."""
@@ -458,7 +206,4 @@ class TensorRTSession(Session):
         self._rt = None
 
 
-__all__ = ["ENGINE_MAGIC", "EngineHeader", "GpuInfo", "GraphChoice", "TensorRTBackend",
-           "TensorRTSession", "check_engine_header", "engine_key", "find_engine", "gpu_info",
-           "pack_engine", "plugin_hash", "read_engine_header", "require_tensorrt",
-           "select_graph"]
+__all__ = ["PLUGIN_LIBRARY_ENV", "TensorRTBackend", "TensorRTSession", "find_engine"]

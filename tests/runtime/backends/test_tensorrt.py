@@ -14,9 +14,9 @@ from cdiqa import _lazy
 from cdiqa.errors import BackendUnavailable, ConfigError, ManifestError
 from cdiqa.manifest import load_manifest
 from cdiqa.runtime.backends import get_backend
-from cdiqa.runtime.backends.tensorrt import (ENGINE_MAGIC, EngineHeader, check_engine_header,
-                                             gpu_info, pack_engine, plugin_hash,
-                                             read_engine_header)
+from cdiqa.engine_format import (ENGINE_MAGIC, EngineHeader, check_engine_header, pack_engine,
+                                 plugin_hash, read_engine_header)
+from cdiqa.gpu import gpu_info
 
 HEADER = EngineHeader(trt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3",
                       compute_capability="9.0", plugin_hash="f" * 64, onnx_sha256="0" * 64,
