@@ -2,7 +2,7 @@
 
 ::
 
-    bundle ──copy──► .bundle.XXXX.calib/ (beside it, same file system)
+    bundle ──copy──► .bundle.calib.<host>.<pid>.XXXX/ (beside it, same file system)
                        1 references of the domain, split by source image: calibration | held out
                        2 adapt (label-free) ──► domains/<d>/model.pt, model.onnx, model.plugin.onnx
                        3 head: label-free (or few-shot with --labels) ──► profiles/<d>.json
@@ -19,14 +19,14 @@ so recalibrating a domain does not compound earlier adaptations.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from cdiqa.calibration.gate import MAX_DROP, check_gates, run_gates
 from cdiqa.calibration.int8 import QUANTIZERS
 from cdiqa.calibration.methods import DEFAULT_METHOD, METHODS
 from cdiqa.errors import CalibrationError, ConfigError, describe
-from cdiqa.export.bundle import replace_dir
+from cdiqa.export.staging import copy_bundle, replace_dir, staged, staging_dir
 from cdiqa.manifest import (CALIBRATION_DIR, DOMAIN_FILE_NAMES, DOMAINS_DIR, FILE_CHECKPOINT,
                             FILE_ONNX, PROFILES_DIR, DomainModels, GateResult, Manifest,
                             file_entry, load_manifest, save_manifest)
@@ -172,7 +172,7 @@ def check_writable(bundle: Path) -> None:
                                             "write permission (the bundle is replaced "
                                             "atomically)", fix))
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".probe", dir=bundle.parent))
+        os.rmdir(staging_dir(bundle, "probe"))
     except OSError as exc:
         raise CalibrationError(describe("Permission", "bundle folder", bundle.parent,
                                         f"not writable ({exc.strerror})",
@@ -277,11 +277,12 @@ def _reduced(graph: Path, folder: Path, cache, reader, config: CalibConfig) -> N
         onnx.save(fp16_from_fp32(onnx.load(str(graph))), folder / DOMAIN_FILE_NAMES["fp16"])
 
 
-def _staging(bundle: Path) -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".calib", dir=bundle.parent))
-    os.chmod(tmp, 0o755)
-    shutil.copytree(bundle, tmp, dirs_exist_ok=True)
-    return tmp
+@contextlib.contextmanager
+def _staging(bundle: Path) -> Iterator[Path]:
+    """A copy of ``bundle`` beside it (``cdiqa.export.staging``), removed whatever happens."""
+    with staged(bundle, "calib") as tmp:
+        copy_bundle(bundle, tmp)
+        yield tmp
 
 
 def _with_domain(manifest: Manifest, root: Path, domain: str, models: DomainModels,
@@ -318,15 +319,11 @@ def calibrate(bundle: str | os.PathLike, config: CalibConfig,
     cal, held = split(samples, config.holdout, config.images or "built-in samples")
     given, labels = _load_pairs(config.pairs), _labels(config.labels)
     report("references", 1, 1)
-    tmp = _staging(bundle)
-    try:
+    with _staging(bundle) as tmp:
         result = _calibrate_in(tmp, manifest, config, cal, held, given, labels, report)
         load_manifest(tmp, verify=True)
         check_gates(config.domain, result.gates)
         replace_dir(tmp, bundle)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return replace(result, bundle=str(bundle), seconds=time.perf_counter() - t0)
 
 
@@ -344,6 +341,8 @@ def _calibrate_in(root: Path, manifest: Manifest, config: CalibConfig, cal, held
         _lazy.torch().set_num_threads(int(config.threads))
     domain, kinds = config.domain, degradations_for(config.domain)
     folder = root / DOMAINS_DIR / domain
+    if folder.is_symlink():  # an in-bundle link (copy_bundle keeps those): replace, not follow
+        folder.unlink()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     base = load_model(root / manifest.files[FILE_CHECKPOINT].path)
@@ -419,8 +418,7 @@ def rebuild_from_cache(bundle: Path, config: CalibConfig, progress: Progress | N
                                         "bundle", f"{CALIBRATION_DIR}/{domain}.cache",
                                         "Calibrate the domain with images first"))
     cache = CalibrationCache.load(bundle / manifest.calibration[domain].path)
-    tmp = _staging(bundle)
-    try:
+    with _staging(bundle) as tmp:
         graph = tmp / manifest.model_entry(domain, "fp32").path
         rel = f"{DOMAINS_DIR}/{domain}/{DOMAIN_FILE_NAMES['int8']}"
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -440,9 +438,6 @@ def rebuild_from_cache(bundle: Path, config: CalibConfig, progress: Progress | N
         save_manifest(_with_domain(manifest, tmp, domain, models, True), tmp)
         load_manifest(tmp, verify=True)
         replace_dir(tmp, bundle)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if progress:
         progress("int8 from cache", 1, 1)
     return CalibrationReport(str(bundle), domain, bool(old and old.adapted), cache.method, 0, 0,

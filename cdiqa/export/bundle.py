@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
 from cdiqa import _lazy
+from cdiqa._progress import DONE, Progress, stepper
 from cdiqa.errors import ConfigError, describe
+from cdiqa.export.staging import replace_dir, staged
 from cdiqa.manifest import (DEFAULT_DOMAIN, FILE_CHECKPOINT, FILE_NAMES, FILE_ONNX,
                             FILE_ONNX_MAPS, FILE_ONNX_PLUGIN, MANIFEST_FILE, PROFILES_DIR,
                             SCHEMA_VERSION, Manifest, Preprocessing, ScoreSpec, TilingSpec,
@@ -27,6 +27,10 @@ from cdiqa.masking import MIN_SIZE, STRIDES
 
 #: ONNX opset of the exported graphs
 OPSET = 18
+#: the steps of an export with their shares of its time (measured on a 2-core CPU: the two
+#: graphs take most of the ~30 s), so that a progress bar's ETA holds from the first step
+EXPORT_STEPS = {"load model": 2, "checkpoint": 1, "portable graph": 10, "plugin graph": 10,
+                "maps graph": 10, "profiles and manifest": 1, "verify": 1}
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class ExportConfig:
 
 
 def export_bundle(out: str | os.PathLike, model=None, profiles: Mapping | None = None,
-                  config: ExportConfig | None = None) -> Manifest:
+                  config: ExportConfig | None = None, progress: Progress | None = None
+                  ) -> Manifest:
     """Export ``model`` and its domain heads as a bundle at ``out``; returns its manifest.
 
     Args:
@@ -60,6 +65,8 @@ def export_bundle(out: str | os.PathLike, model=None, profiles: Mapping | None =
         profiles: domain -> head (a ``cdiqa.heads.Head``, its dict, or a JSON path); None:
             the default head as domain ``config.default_domain``.
         config: export options.
+        progress: ``progress(stage, done, total)`` as each of ``EXPORT_STEPS`` starts, and
+            once at the end (``cdiqa._progress``).
 
     Raises:
         ConfigError: an output path that is not a bundle, a missing default model, heads that
@@ -69,8 +76,10 @@ def export_bundle(out: str | os.PathLike, model=None, profiles: Mapping | None =
     from cdiqa.model.network import CDIQA
 
     config = config or ExportConfig()
+    step = stepper(progress, EXPORT_STEPS)
     out = Path(out)
     check_target(out, MANIFEST_FILE, "bundle")
+    step("load model")
     model = (model if isinstance(model, CDIQA) else resolve_model(model)).eval()
     heads = _heads(profiles if profiles is not None else {config.default_domain: DEFAULT_HEAD},
                    model.feature_dim)
@@ -79,20 +88,18 @@ def export_bundle(out: str | os.PathLike, model=None, profiles: Mapping | None =
                                    repr(config.default_domain), f"one of {sorted(heads)}",
                                    "Add a profile for it or pick another default"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the bundle is meant to be shared
-        _write(tmp, model, heads, config)
+    with staged(out) as tmp:  # removed on any failure; stale ones of dead runs first
+        _write(tmp, model, heads, config, step)
+        step("verify")
         load_manifest(tmp, verify=True)  # what the runtime will read back, checked before use
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    step(DONE)
     return load_manifest(out, verify=False)
 
 
-def _write(root: Path, model, heads: dict[str, dict], config: ExportConfig) -> Manifest:
-    """All files into ``root``, the manifest last."""
+def _write(root: Path, model, heads: dict[str, dict], config: ExportConfig,
+           step=lambda name: None) -> Manifest:
+    """All files into ``root``, the manifest last; ``step(name)`` as each step starts."""
     import json
 
     from cdiqa.export.check import check_plugin_nodes
@@ -101,15 +108,19 @@ def _write(root: Path, model, heads: dict[str, dict], config: ExportConfig) -> M
     from cdiqa.export.plugin import plugin_spec
 
     torch, onnx = _lazy.torch(), _lazy.onnx()
+    step("checkpoint")
     torch.save({"config": model.cfg.to_dict(), "model": model.state_dict()},
                root / FILE_NAMES[FILE_CHECKPOINT])
     plugin = plugin_spec(model.cfg.window, len(model.cfg.channels))
     for key, form in ((FILE_ONNX, "portable"), (FILE_ONNX_PLUGIN, "plugin")):
+        step(f"{form} graph")
         proto = onnx_from_torch(model, form, opset=config.opset)
         if form == "plugin":
             check_plugin_nodes(proto, plugin)
         onnx.save(proto, root / FILE_NAMES[key])
+    step("maps graph")
     onnx.save(maps_onnx_from_torch(model, opset=config.opset), root / FILE_NAMES[FILE_ONNX_MAPS])
+    step("profiles and manifest")
     (root / PROFILES_DIR).mkdir()
     for domain, head in heads.items():
         (root / PROFILES_DIR / f"{domain}.json").write_text(json.dumps(head), encoding="utf-8")
@@ -210,18 +221,3 @@ def check_target(out: Path, marker: str, kind: str) -> None:
                                f"a {kind}", f"a new path, an empty folder or an earlier {kind}",
                                "Choose another --out"))
 
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished directory ``tmp`` to ``out`` (same file system); an old ``out`` is
-    removed only after the new one is in place, and put back if the move fails."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = out.with_name(f".{out.name}.{os.getpid()}.old")
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,9 +39,12 @@ from typing import Literal
 
 import numpy as np
 
+from cdiqa.engine_format import ENGINE_MAGIC, read_engine_header
 from cdiqa.errors import ConfigError, describe
-from cdiqa.export.bundle import check_target, replace_dir
-from cdiqa.manifest import DIM_BATCH, FILE_ONNX, INPUT_NAMES, Manifest, TensorSpec, load_manifest
+from cdiqa.export.bundle import check_target
+from cdiqa.export.staging import copy_bundle, replace_dir, staged
+from cdiqa.graphs import GraphChoice, select_graph
+from cdiqa.manifest import DIM_BATCH, INPUT_NAMES, Manifest, TensorSpec, load_manifest
 from cdiqa.triton_layout import GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE, TRITON_DTYPES
 
 Flavour = Literal["onnxruntime", "tensorrt", "python"]
@@ -69,7 +71,8 @@ class TritonConfig:
         backend: "onnxruntime" (ensemble, ONNX model), "tensorrt" (ensemble, TensorRT plans)
             or "python" (one Python-backend model running the whole runtime).
         precision: "fp32"; "fp16"/"int8" through TensorRT (the ONNX model's TensorRT
-            accelerator on GPU; int8 needs the domain's calibration cache in the bundle).
+            accelerator on GPU; int8 needs the domain's Q/DQ graph from ``iqa-export
+            calibrate``). The graph is ``cdiqa.graphs.select_graph``'s for the domain.
         domain: the head served; None: the bundle's default domain.
         instances: model instances (per GPU with ``gpu``).
         gpu: KIND_GPU instances (else KIND_CPU).
@@ -77,7 +80,9 @@ class TritonConfig:
         preferred_batch: dynamic batcher's preferred sizes; None: (max_batch // 2, max_batch).
         max_queue_delay_us: longest a request waits for a batch to fill.
         threads: ONNX Runtime intra-op threads per CPU instance; None: ORT's default.
-        engines: (compute capability "9.0", plan path) pairs for the tensorrt flavour.
+        engines: (compute capability "9.0", plan path) pairs for the tensorrt flavour: plans
+            from trtexec, or engines from ``iqa-export build`` (their header is checked
+            against the domain's graph and stripped).
         plugin_library: the masking plugin's shared library the engines need (tensorrt).
         warmup: add ``model_warmup`` to the graph model (the Python models always warm
             themselves up in ``initialize``), so the first request is not slow.
@@ -123,17 +128,12 @@ def triton_from_bundle(bundle: str | os.PathLike, out: str | os.PathLike,
     out = Path(out)
     check_target(out, INFO_FILE, "Triton repository")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; Triton may run as another user
+    with staged(out) as tmp:  # removed on any failure; mode 755: Triton may run as another user
         writer = _python_repository if config.backend == "python" else _ensemble_repository
         writer(tmp, manifest, domain, config, out.resolve())
         _write_text(tmp / INFO_FILE, json.dumps(_info(manifest, domain, config), indent=2) + "\n")
         _write_text(tmp / README_FILE, readme(out.resolve(), config, manifest, domain))
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -159,27 +159,32 @@ def _check(config: TritonConfig, manifest: Manifest, domain: str) -> None:
     if config.backend == "onnxruntime" and config.precision != "fp32" and not config.gpu:
         raise _bad("Precision", config.precision, "fp32 on CPU",
                    "fp16/int8 run through the TensorRT accelerator: add --gpu")
-    if (config.backend == "onnxruntime" and config.precision == "int8"
-            and domain not in manifest.calibration):
-        raise _bad("Calibration", f"none for domain '{domain}' in the bundle",
-                   f"one of {sorted(manifest.calibration) or 'a calibrated domain'}",
-                   "Calibrate the bundle for that domain first (iqa-export calibrate)")
+    if config.backend != "python":
+        graph_of(manifest, domain, config)  # ManifestError: a graph calibrate has not written
     if config.backend == "tensorrt":
-        _check_engines(config)
+        _check_engines(config, manifest, domain)
     elif config.engines or config.plugin_library:
         raise _bad("Engines", "--engine/--plugin-library", f"only with --backend tensorrt, "
                    f"not '{config.backend}'", "Drop them or use --backend tensorrt")
 
 
-def _check_engines(config: TritonConfig) -> None:
+def graph_of(manifest: Manifest, domain: str, config: TritonConfig) -> GraphChoice:
+    """The graph the ensemble's graph model serves: portable for ONNX Runtime, whose TensorRT
+    accelerator makes FP16 by a flag; the plugin form TensorRT plans are built from."""
+    form = "plugin" if config.backend == "tensorrt" else "portable"
+    return select_graph(manifest, domain, config.precision, form, fp16_flag=True)
+
+
+def _check_engines(config: TritonConfig, manifest: Manifest, domain: str) -> None:
     if not config.gpu:
         raise _bad("Instance kind", "KIND_CPU", "KIND_GPU for --backend tensorrt",
                    "TensorRT plans run on GPUs only: add --gpu")
     if not config.engines:
         raise _bad("Engines", "none", "at least one CC=PLAN, e.g. --engine 9.0=model.plan",
-                   "Build a plan for each GPU's compute capability (trtexec --onnx="
-                   "model.plugin.onnx --saveEngine=model.plan, or the runtime's TensorRT "
-                   "engine cache) and pass it")
+                   "Build a plan for each GPU's compute capability (`iqa-export build "
+                   f"{manifest.root} --domain {domain} --precision {config.precision}`, or "
+                   f"trtexec --onnx={graph_of(manifest, domain, config).entry.path}) and pass "
+                   "it")
     for cc, plan in config.engines:
         if not _CC.match(cc):
             raise _bad("Compute capability", repr(cc), "MAJOR.MINOR such as '9.0'",
@@ -187,9 +192,35 @@ def _check_engines(config: TritonConfig) -> None:
         if not Path(plan).is_file():
             raise _bad("Engine file", str(plan), "an existing TensorRT plan",
                        "Check the path of --engine")
+        _check_engine_file(Path(plan), config, manifest, domain)
     if config.plugin_library and not Path(config.plugin_library).is_file():
         raise _bad("Plugin library", str(config.plugin_library), "an existing shared library",
                    "Build the masking plugin (cdiqa/kernels/masking) and pass its .so")
+
+
+def _check_engine_file(plan: Path, config: TritonConfig, manifest: Manifest, domain: str
+                       ) -> None:
+    """An engine from ``iqa-export build`` must be of this domain's graph and precision (a
+    bare plan carries no header to check)."""
+    with open(plan, "rb") as f:
+        if f.read(len(ENGINE_MAGIC)) != ENGINE_MAGIC:
+            return
+    header, _ = read_engine_header(plan.read_bytes(), plan.name)
+    graph = graph_of(manifest, domain, config)
+    built = (header.domain, header.precision, header.onnx_sha256[:16])
+    if built != (domain, config.precision, graph.sha256[:16]):
+        raise _bad("Engine", f"{plan.name} built for {built}",
+                   f"{(domain, config.precision, graph.sha256[:16])} (domain, precision, "
+                   f"graph {graph.entry.path})", f"Build it for the served domain: `iqa-export "
+                   f"build {manifest.root} --domain {domain} --precision {config.precision}`")
+
+
+def _copy_plan(plan: Path, dest: Path) -> None:
+    """Copy a plan for Triton: an ``iqa-export build`` engine without its cdiqa header."""
+    data = plan.read_bytes()
+    if data.startswith(ENGINE_MAGIC):
+        data = data[read_engine_header(data, plan.name)[1]:]
+    dest.write_bytes(data)
 
 
 def _choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -214,15 +245,11 @@ def _ensemble_repository(root: Path, manifest: Manifest, domain: str, config: Tr
     graph = root / GRAPH_MODEL
     (graph / "1").mkdir(parents=True)
     if config.backend == "onnxruntime":
-        shutil.copy2(manifest.path(FILE_ONNX), graph / "1" / "model.onnx")
-        if config.precision == "int8":
-            cache = graph / TRT_CACHE_DIR
-            cache.mkdir()
-            shutil.copy2(manifest.root / manifest.calibration[domain].path,
-                         cache / _calibration_name(domain))
+        # the domain's own graph: an adapted domain's head was fitted on its adapted graph
+        shutil.copy2(graph_of(manifest, domain, config).path, graph / "1" / "model.onnx")
     else:
         for cc, plan in config.engines:
-            shutil.copy2(plan, graph / "1" / _plan_name(cc))
+            _copy_plan(Path(plan), graph / "1" / _plan_name(cc))
         if config.plugin_library:
             (root / PLUGINS_DIR).mkdir()
             shutil.copy2(config.plugin_library, root / PLUGINS_DIR / Path(
@@ -242,7 +269,8 @@ def _python_repository(root: Path, manifest: Manifest, domain: str, config: Trit
     model = root / MODEL
     (model / "1").mkdir(parents=True)
     _copy_module("cdiqa.runtime.server_triton_scorer", model / "1" / "model.py")
-    shutil.copytree(manifest.root, model / "1" / "bundle")
+    (model / "1" / "bundle").mkdir()
+    copy_bundle(manifest.root, model / "1" / "bundle")  # never what links outside it
     vendor(model / "1" / "vendor", SCORER_ROOTS)
     _write_text(model / "config.pbtxt", python_config(manifest, domain, config))
 
@@ -331,7 +359,7 @@ def graph_config(manifest: Manifest, domain: str, config: TritonConfig, final: P
     text += _io("input", _specs(manifest.inputs)) + _io("output", _specs(manifest.outputs))
     text += _instances(config, config.gpu) + _batching(config)
     if config.backend == "onnxruntime" and config.gpu:
-        text += _trt_accelerator(domain, config, final)
+        text += _trt_accelerator(config, final)
     if config.backend == "onnxruntime" and not config.gpu and config.threads:
         text += _parameters({"intra_op_thread_count": str(config.threads)})
     if config.warmup:
@@ -339,14 +367,16 @@ def graph_config(manifest: Manifest, domain: str, config: TritonConfig, final: P
     return text
 
 
-def _trt_accelerator(domain: str, config: TritonConfig, final: Path) -> str:
-    """ONNX Runtime's TensorRT execution provider for the ONNX model on GPU."""
+def _trt_accelerator(config: TritonConfig, final: Path) -> str:
+    """ONNX Runtime's TensorRT execution provider for the ONNX model on GPU.
+
+    INT8 serves the domain's Q/DQ graph, whose scales TensorRT reads from the graph: no
+    calibration table (the bundle's ``calibration/<domain>.cache`` is cdiqa's JSON of
+    ranges, not TensorRT's table format).
+    """
     params = {"precision_mode": config.precision.upper(), "max_workspace_size_bytes": str(1 << 30),
               "trt_engine_cache_enable": "1",
               "trt_engine_cache_path": str(final / GRAPH_MODEL / TRT_CACHE_DIR)}
-    if config.precision == "int8":  # TensorRT's own calibration cache, from the bundle
-        params.update(int8_calibration_table_name=_calibration_name(domain),
-                      int8_use_native_calibration_table="1")
     rows = "".join(f' parameters {{ key: "{k}" value: "{v}" }}' for k, v in params.items())
     return ("optimization { execution_accelerators { gpu_execution_accelerator: [\n"
             f'  {{ name: "tensorrt"{rows} }}\n] }} }}\n')
@@ -396,10 +426,6 @@ def _warmup(manifest: Manifest) -> str:
 
 def _plan_name(cc: str) -> str:
     return f"model_sm{cc.replace('.', '')}.plan"
-
-
-def _calibration_name(domain: str) -> str:
-    return f"calibration_{domain}.cache"
 
 
 def _write_text(path: Path, text: str) -> None:

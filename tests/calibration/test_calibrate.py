@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cdiqa.calibration import CalibConfig, calibrate
-from cdiqa.errors import CalibrationError, ConfigError
+from cdiqa.errors import CalibrationError, ConfigError, ManifestError
 from cdiqa.manifest import load_manifest
 
 from .conftest import FAST, tree
@@ -109,6 +109,36 @@ def test_interrupted_calibration_leaves_the_bundle_unchanged(bundle, monkeypatch
     with pytest.raises(type(exc)):
         calibrate(bundle, CalibConfig(domain="neutron", adapt=False, **FAST))
     assert tree(bundle) == before and not _leftovers(bundle)
+
+
+def test_a_link_out_of_the_bundle_is_refused_and_nothing_is_left(bundle, tmp_path):
+    outside = tmp_path / "big"
+    outside.mkdir()
+    (outside / "data.bin").write_bytes(b"x" * 1000)
+    (bundle / "extra").symlink_to(outside)
+    before = tree(bundle)
+    with pytest.raises(ManifestError, match=r"Link for bundle entry '.*extra': got a link to "
+                                            r"'.*big', expected a relative link"):
+        calibrate(bundle, CalibConfig(domain="neutron", adapt=False, **FAST))
+    assert tree(bundle) == before and not _leftovers(bundle)
+
+
+def test_cli_link_loop_exits_1_and_stale_staging_is_removed(bundle):
+    from cdiqa.export.staging import staging_dir
+
+    host = staging_dir(bundle, "probe").name.split(".")[3]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    for path in bundle.parent.glob(f".{bundle.name}.*"):
+        path.rmdir()
+    stale = bundle.parent / f".{bundle.name}.calib.{host}.{dead}.abc123"  # a killed run's
+    shutil.copytree(bundle, stale)
+    (bundle / "loop").symlink_to("loop")
+    proc = subprocess.run([sys.executable, "-m", "cdiqa.cli", "calibrate", str(bundle),
+                           "--domain", "medical", "--no-adapt"], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert f"Link for bundle entry '{bundle / 'loop'}': got a link loop" in proc.stderr
+    assert not _leftovers(bundle)
 
 
 def test_rebuild_from_cache_needs_no_images(calibrated, tmp_path, monkeypatch):
