@@ -304,6 +304,8 @@ def score_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="Torch checkpoint instead of a bundle."),
     head: Optional[Path] = typer.Option(None, help="Head JSON for --checkpoint (torch)."),
     json_out: bool = typer.Option(False, "--json", help="Print per-pair results as JSON."),
+    map_png: Optional[Path] = typer.Option(None, "--map", help="One pair: also write where it "
+                                           "is degraded, as a colour PNG (brighter = worse)."),
 ) -> None:
     """Quality in [0, 1] (1 = identical) of a pair, of every row of a pairs CSV, or of two
     folders (a distorted file belongs to the reference whose stem is the longest prefix of its
@@ -320,6 +322,9 @@ def score_cmd(
                           "OUT.csv or OUT.jsonl, or --json. Add one.")
     output_format(out) if out else None  # before any work
     plan = plan_jobs(ref, dist, pairs, recursive=recursive)
+    if map_png and (plan.mode != "pair" or checkpoint or head):
+        raise ConfigError("Option --map for score: got many pairs or --checkpoint/--head, "
+                          "expected one pair scored with a bundle. Drop --map or pass one pair.")
     config = ScorerConfig(bundle=bundle, domain=domain, precision=precision, tile=tile,
                           threads=threads)
     scorer = _torch_scorer(checkpoint, head, config) if checkpoint or head else config.open()
@@ -327,6 +332,11 @@ def score_cmd(
     bar = progress("score", n, unit="pairs") if n > 4 else nullcontext(lambda: None)
     with scorer, bar as advance:
         results = write_results(out, score_each(scorer, plan.jobs, progress=lambda *_: advance()))
+        if map_png and not results[0].error:
+            from cdiqa.runtime.maps import write_map_png
+
+            write_map_png(map_png, scorer.quality_map(ref, dist))
+            typer.echo(f"wrote {map_png}", err=True)
     failed = [r for r in results if r.error]
     if plan.mode == "pair" and out is None:
         if failed:

@@ -183,7 +183,7 @@ class Scorer:
         """
         from cdiqa.runtime.maps import MapsGraph, combine_maps, map_weights, tiled_maps
 
-        r, d = pair_from(ref, dist)
+        r, d = pair_from(ref, dist, None, self.max_pixels)
         if self._maps is None:
             self._maps = MapsGraph(self.manifest, self.domain, self._threads)
         strides = self.manifest.tiling.strides
