@@ -79,3 +79,23 @@ def test_partial_roi_counts_agree(engines, natural_image: np.ndarray) -> None:
     ours = engines[0].stats(inputs)
     theirs = torch_stats(engines[1], inputs["ref"], inputs["dist"], roi)
     np.testing.assert_array_equal(ours[2], theirs[2])
+
+
+def test_torch_tensors_score_like_arrays(engines, natural_image: np.ndarray) -> None:
+    """The runtime takes torch tensors (CHW or NCHW, uint8 or float in [0, 1]) as it takes the
+    same pixels in numpy arrays, without importing torch itself."""
+    from cdiqa.errors import ImageError
+
+    scorer = engines[0]
+    rng = np.random.default_rng(0)
+    ref8 = np.round(natural_image * 255).astype(np.uint8)
+    dist8 = np.round(np.clip(natural_image + rng.normal(0, 0.05, natural_image.shape), 0, 1)
+                     * 255).astype(np.uint8)
+    expected = scorer.score(ref8, dist8)
+    ref_t = torch.from_numpy(ref8.transpose(2, 0, 1).copy())
+    dist_t = torch.from_numpy(dist8.transpose(2, 0, 1).copy())
+    assert scorer.score(ref_t, dist_t) == expected                         # uint8 CHW
+    assert scorer.score((ref_t / 255.0)[None], (dist_t / 255.0)[None]) == pytest.approx(
+        expected, abs=tolerance("onnx_score").atol)                        # float NCHW
+    with pytest.raises(ImageError, match=r"Shape for tensor 'ref\[0\]'"):
+        scorer.score_batch([torch.stack([ref_t, ref_t])], [dist_t])

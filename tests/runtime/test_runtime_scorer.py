@@ -142,8 +142,8 @@ def test_load_without_a_bundle_opens_the_bundled_default(natural_image: np.ndarr
         assert scorer.score(natural_image, natural_image) == 1.0
 
 
-def test_pil_images_and_torch_tensors_score_like_arrays(scorer: Scorer,
-                                                        natural_image: np.ndarray) -> None:
+def test_pil_images_score_like_arrays(scorer: Scorer, natural_image: np.ndarray) -> None:
+    """(Torch tensors: tests/export/test_export_parity.py, where torch is installed.)"""
     from PIL import Image
 
     ref8 = np.round(natural_image * 255).astype(np.uint8)
@@ -151,14 +151,6 @@ def test_pil_images_and_torch_tensors_score_like_arrays(scorer: Scorer,
     expected = scorer.score(ref8, dist8)
     assert scorer.score(Image.fromarray(ref8), Image.fromarray(dist8)) == expected
     assert scorer.score(Image.fromarray(ref8), dist8) == expected
-    torch = pytest.importorskip("torch")
-    ref_t = torch.from_numpy(ref8.transpose(2, 0, 1).copy())
-    dist_t = torch.from_numpy(dist8.transpose(2, 0, 1).copy())
-    assert scorer.score(ref_t, dist_t) == expected                         # uint8 CHW
-    assert scorer.score((ref_t / 255.0)[None], (dist_t / 255.0)[None]) == pytest.approx(
-        expected, abs=tolerance("onnx_score").atol)                        # float NCHW
-    with pytest.raises(ImageError, match=r"Shape for tensor 'ref\[0\]'"):
-        scorer.score_batch([torch.stack([ref_t, ref_t])], [dist_t])
 
 
 def test_cdiqa_score_on_arrays_and_paths(tiny_bundle: Path, scorer: Scorer,
