@@ -72,13 +72,11 @@ def test_cpp_constants_are_the_spec(spec: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def plugin_graph(tmp_path_factory):
+def plugin_graph(tiny_bundle):
     pytest.importorskip("onnx", reason="reading model.plugin.onnx needs onnx")
-    pytest.importorskip("torch", reason="exporting the tiny bundle needs torch")
-    from cdiqa.export.testing import tiny_bundle
-    from cdiqa.manifest import FILE_ONNX_PLUGIN
+    from cdiqa.manifest import FILE_ONNX_PLUGIN, load_manifest
 
-    manifest = tiny_bundle(tmp_path_factory.getbasetemp() / "tiny-bundle")
+    manifest = load_manifest(tiny_bundle)
     import onnx
 
     return manifest, onnx.load(str(manifest.path(FILE_ONNX_PLUGIN)))
