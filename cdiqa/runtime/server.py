@@ -10,10 +10,18 @@ Endpoints (OpenAPI at ``GET /openapi.json``, see ``server_openapi``; docs/servin
 A scoring request::
 
     body (<= max_body: 413; in by the deadline: 408) ─► multipart (else 415/400)
-      ─► decode ref, dist in a worker thread
-      (400 bad bytes, 413 too many pixels) ─► StreamScorer.submit(block=False) of the domain
+      ─► every image's header, in a worker thread (400 bad bytes, 413 over max_pixels)
+      ─► admission: the request's decoded pixels into the in-flight pixel budget
+         (503 + Retry-After while it is full, 413 if it could never fit)
+      ─► decode ─► StreamScorer.submit(block=False, deadline) of the domain
       (422 sizes differ / too small; 503 + Retry-After when the queue is full)
       ─► await the future until the request's deadline (504) ─► {"score", "domain", "id"}
+
+Memory follows the budget, not the input: images are checked from their headers before
+decoding (``cdiqa.images``), the pixels decoded at once are bounded by ``max_inflight_pixels``
+(``server_budget``), and images larger than ``tile`` (512 by default) are scored in tiles,
+so the network's activations follow the tile. A request that times out (504) abandons its
+work: queued pairs are dropped and a tiled pair stops between tile batches.
 
 Pairs of concurrent requests meet in the domain's ``StreamScorer`` and run as one micro-batch
 (at most ``max_batch`` pairs, waiting at most ``max_wait`` for more). Every error is JSON
@@ -34,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import math
 import re
@@ -48,14 +55,16 @@ from typing import Callable
 import numpy as np
 
 from cdiqa import _lazy
-from cdiqa.errors import CdiqaError, ConfigError, ImageDecodeError, ImageError, describe
-from cdiqa.images import load_image_bytes
+from cdiqa.errors import (Abandoned, CdiqaError, ConfigError, ImageDecodeError, ImageError,
+                          ImageTooLarge, describe)
+from cdiqa.images import MAX_PIXELS, check_pixels, image_header, load_image_bytes
 from cdiqa.masking import MIN_SIZE
 
 log = logging.getLogger("cdiqa.server")
 
-#: image formats the server decodes (Pillow's names)
-FORMATS = ("PNG", "JPEG", "TIFF")
+#: image formats the server decodes (Pillow's names; MPO: phone cameras' multi-frame JPEG,
+#: scored by its first frame)
+FORMATS = ("PNG", "JPEG", "MPO", "TIFF")
 EXPECTED_IMAGE = "a PNG, JPEG or TIFF file"
 _FIELDS = ("ref", "dist", "domain")
 
@@ -74,7 +83,15 @@ class ServeConfig:
         max_queue: pairs that may wait per domain; more get 503 with Retry-After.
         timeout: seconds from a request's arrival to its answer; later: 504.
         max_body: largest request body in bytes (413 above).
-        max_pixels: largest image in pixels (413 above), checked before decoding.
+        max_pixels: largest image in pixels (413 above), checked from the header before
+            decoding; the shared default ``cdiqa.images.MAX_PIXELS`` (64 MP).
+        max_inflight_pixels: decoded pixels of all admitted requests together (images
+            being decoded, queued or scored); a request that does not fit now gets 503 with
+            Retry-After, one that could never fit 413. None: 2 x ``max_pixels`` (one pair of
+            the largest images; about 1.5 GB as float32 at the default).
+        tile: images with a side over ``tile`` + 2 x halo are scored in tiles of this
+            interior size (a multiple of 32), so inference memory follows the tile, not the
+            image; None: never tile.
         max_pairs: most pairs in one batch request.
         retry_after: seconds advised in Retry-After of 503 answers.
         access_log: uvicorn's per-request log lines.
@@ -104,7 +121,9 @@ class ServeConfig:
     max_queue: int = 64
     timeout: float = 30.0
     max_body: int = 32 << 20
-    max_pixels: int = 40_000_000
+    max_pixels: int = MAX_PIXELS
+    max_inflight_pixels: int | None = None
+    tile: int | None = 512
     max_pairs: int = 32
     retry_after: int = 1
     access_log: bool = False
@@ -132,23 +151,36 @@ class ServeConfig:
         for name in ("max_batch", "max_queue", "max_body", "max_pixels", "max_pairs",
                      "max_header"):
             number(name, integer=True, low=1)
-        for name in ("threads", "decode_threads", "max_concurrency"):
+        for name in ("threads", "decode_threads", "max_concurrency", "max_inflight_pixels"):
             number(name, integer=True, low=1, optional=True)
         number("retry_after", integer=True)
         for name in ("timeout", "keep_alive"):
             number(name, low_open=True, high=MAX_SECONDS)
         number("max_wait", high=MAX_SECONDS)
+        number("tile", integer=True, low=32, optional=True)
+        if self.tile is not None:
+            from cdiqa.runtime.tiling import check_tiling
+
+            check_tiling(self.tile, 0)
         if self.max_batch > 1 and self.max_wait >= self.timeout:
             raise ConfigError(describe(
                 "Option", "server", "max_wait", f"{self.max_wait} s",
                 f"less than timeout ({self.timeout} s)", "A lone request would wait out its "
                 "timeout in the batcher: lower --max-wait-ms or raise --timeout"))
 
+    @property
+    def inflight_pixels(self) -> int:
+        """``max_inflight_pixels``, or its default (2 x ``max_pixels``): resolved here only."""
+        return (2 * self.max_pixels if self.max_inflight_pixels is None
+                else self.max_inflight_pixels)
+
 
 #: the ``iqa-export serve`` flag of a ServeConfig field, for messages
 _SERVE_FLAGS = {"port": "--port", "threads": "--threads", "max_batch": "--max-batch",
                 "max_wait": "--max-wait-ms", "max_queue": "--max-queue",
-                "timeout": "--timeout", "max_body": "--max-body-mb"}
+                "timeout": "--timeout", "max_body": "--max-body-mb",
+                "max_pixels": "--max-pixels", "max_inflight_pixels": "--max-inflight-pixels",
+                "tile": "--tile"}
 
 #: request ids echoed as sent; any other X-Request-Id is replaced by a fresh one
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -213,6 +245,9 @@ class Service:
         import os
         from concurrent.futures import ThreadPoolExecutor
 
+        from cdiqa.runtime.server_budget import PixelBudget
+
+        self.pixels = PixelBudget(config.inflight_pixels)
         self.default_domain = config.domain  # resolved in start() when None
         self.executor = ThreadPoolExecutor(config.decode_threads or min(4, os.cpu_count() or 1),
                                            thread_name_prefix="cdiqa-decode")
@@ -268,12 +303,14 @@ class Service:
                     max_wait=self.config.max_wait, max_queue=self.config.max_queue)
             return self._streams[domain]
 
-    def submit(self, domain: str, ref: np.ndarray, dist: np.ndarray, field: str = ""):
-        """Queue one decoded pair; a ``concurrent.futures.Future`` of its score."""
+    def submit(self, domain: str, ref: np.ndarray, dist: np.ndarray, field: str = "",
+               deadline: float | None = None):
+        """Queue one decoded pair, abandoned after ``deadline`` (monotonic); a
+        ``concurrent.futures.Future`` of its score."""
         from cdiqa.runtime.stream import QueueFull, StreamClosed
 
         try:
-            future = self.stream(domain).submit(ref, dist, block=False)
+            future = self.stream(domain).submit(ref, dist, block=False, deadline=deadline)
         except QueueFull:
             raise ApiError(503, "queue_full", describe(
                 "Queue", "server", domain, f"{self.config.max_queue} pairs waiting",
@@ -443,7 +480,21 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
 
     The format and the pixel count are checked from the header, before the pixels are decoded.
     """
-    from PIL import Image, UnidentifiedImageError
+    check_header(data, field, max_pixels)
+    try:
+        return load_image_bytes(data, field, max_pixels)
+    except ImageTooLarge as exc:
+        raise _too_many_pixels(field, exc) from None
+    except ImageDecodeError as exc:
+        raise _undecodable(field, exc.__cause__ or exc) from None
+    except ImageError as exc:  # it decoded; float pixels NaN/inf or outside [0, 1]
+        raise ApiError(422, "unprocessable_image", str(exc), field) from None
+
+
+def check_header(data: bytes, field: str, max_pixels: int) -> int:
+    """The decoded pixels (width x height) of an upload, from its header: 400 for no image
+    or another format, 413 over ``max_pixels`` (Pillow's own bomb limit included)."""
+    from PIL import UnidentifiedImageError
 
     expected = EXPECTED_IMAGE
     if not data:
@@ -451,27 +502,25 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
                                                       expected, "Attach the file's content"),
                        field)
     try:
-        with Image.open(io.BytesIO(data)) as im:  # parses the header, decodes no pixel
-            fmt, width, height = im.format, im.width, im.height
-    except UnidentifiedImageError:
-        raise ApiError(400, "invalid_image", describe(
-            "Image", "field", field, f"{len(data)} bytes of no known image format", expected,
-            "Send the image file itself, not its path or a text encoding"), field) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise _undecodable(field, exc) from None
+        fmt, width, height = image_header(data, field, max_pixels)
+        check_pixels(width, height, field, max_pixels)
+    except ImageTooLarge as exc:
+        raise _too_many_pixels(field, exc) from None
+    except ImageDecodeError as exc:
+        if isinstance(exc.__cause__, UnidentifiedImageError):
+            raise ApiError(400, "invalid_image", describe(
+                "Image", "field", field, f"{len(data)} bytes of no known image format",
+                expected, "Send the image file itself, not its path or a text encoding"),
+                field) from None
+        raise _undecodable(field, exc.__cause__ or exc) from None
     if fmt not in FORMATS:
         raise ApiError(400, "invalid_image", describe(
             "Image format", "field", field, fmt, expected, "Convert the image to PNG"), field)
-    if width * height > max_pixels:
-        raise ApiError(413, "image_too_large", describe(
-            "Image size", "field", field, f"{width}x{height}", f"at most {max_pixels} pixels",
-            "Downscale or crop the images"), field)
-    try:
-        return load_image_bytes(data, field)
-    except ImageDecodeError as exc:
-        raise _undecodable(field, exc.__cause__) from None
-    except ImageError as exc:  # it decoded; float pixels NaN/inf or outside [0, 1]
-        raise ApiError(422, "unprocessable_image", str(exc), field) from None
+    return width * height
+
+
+def _too_many_pixels(field: str, exc: ImageTooLarge) -> ApiError:
+    return ApiError(413, "image_too_large", str(exc), field)
 
 
 def _undecodable(field: str, exc: BaseException) -> ApiError:
@@ -521,7 +570,8 @@ def _loader(bundle, config: ServeConfig) -> Callable:
 
         return Scorer.load(bundle, config.backend, config.device, config.domain,
                            options=SessionOptions(threads=config.threads),
-                           max_batch=config.max_batch)
+                           max_batch=config.max_batch, tile=config.tile,
+                           max_pixels=config.max_pixels)
     return load
 
 
@@ -641,12 +691,14 @@ class _Handlers:
         checks stay off the event loop), then wait for all scores until ``deadline``."""
         loop = asyncio.get_running_loop()
         futures = await loop.run_in_executor(self.service.executor, self._submit_all, domain,
-                                             data, many)
+                                             data, many, deadline)
         waiting = [asyncio.wrap_future(f) for f in futures]
         try:
             results = await asyncio.wait_for(asyncio.gather(*waiting),
                                              max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, Abandoned):
+            for f in futures:  # queued pairs go now; a running one stops at its next tile
+                f.cancel()
             raise ApiError(504, "timeout", describe(
                 "Duration", "request", "score", f"over {self.config.timeout} s",
                 f"an answer within {self.config.timeout} s",
@@ -655,23 +707,50 @@ class _Handlers:
             raise ApiError(422, "unprocessable_image", str(exc)) from None
         return [round(float(s), 7) for s in results]
 
-    def _submit_all(self, domain: str, data: list[tuple[bytes, bytes]], many: bool) -> list:
-        """Decode every pair first (a bad one fails the request before any is queued), then
-        queue them all or none."""
-        pairs = []
-        for i, (ref, dist) in enumerate(data):
-            suffix = f"[{i}]" if many else ""
-            pairs.append((decode_image(ref, f"ref{suffix}", self.config.max_pixels),
-                          decode_image(dist, f"dist{suffix}", self.config.max_pixels)))
-        futures = []
+    def _submit_all(self, domain: str, data: list[tuple[bytes, bytes]], many: bool,
+                    deadline: float | None = None) -> list:
+        """Check every header, admit the request's decoded pixels into the budget, decode
+        every pair (a bad one fails the request before any is queued), then queue them all
+        or none. The pixels stay taken until every pair is scored, failed or abandoned."""
+        from cdiqa.runtime.server_budget import release_when_done
+
+        names = [(f"ref[{i}]", f"dist[{i}]") if many else ("ref", "dist")
+                 for i in range(len(data))]
+        max_pixels = self.config.max_pixels
+        pixels = sum(check_header(blob, name, max_pixels)
+                     for pair, pair_names in zip(data, names)
+                     for blob, name in zip(pair, pair_names))
+        self._admit(pixels)
+        futures: list = []
         try:
+            pairs = [(decode_image(ref, rn, max_pixels), decode_image(dist, dn, max_pixels))
+                     for (ref, dist), (rn, dn) in zip(data, names)]
             for i, (ref, dist) in enumerate(pairs):
-                futures.append(self.service.submit(domain, ref, dist, str(i) if many else ""))
-        except ApiError:
+                futures.append(self.service.submit(domain, ref, dist, str(i) if many else "",
+                                                   deadline))
+        except BaseException:
             for f in futures:
                 f.cancel()
+            release_when_done(self.service.pixels, pixels, futures)
             raise
+        release_when_done(self.service.pixels, pixels, futures)
         return futures
+
+    def _admit(self, pixels: int) -> None:
+        """Take ``pixels`` from the in-flight budget: 413 if they could never fit, 503 with
+        Retry-After while the budget is taken by other requests."""
+        budget = self.service.pixels
+        if pixels > budget.limit:
+            raise ApiError(413, "request_too_large", describe(
+                "Pixels", "request", "images", f"{pixels} decoded pixels",
+                f"at most {budget.limit} (the server's in-flight pixel budget)",
+                "Send fewer or smaller pairs per request, or raise --max-inflight-pixels"))
+        if not budget.try_acquire(pixels):
+            raise ApiError(503, "busy", describe(
+                "Pixels", "server", "in-flight budget", f"{budget.in_use} of {budget.limit} "
+                f"decoded pixels taken", f"room for {pixels} more",
+                f"Retry after {self.config.retry_after} s or lower the load"),
+                headers={"Retry-After": str(self.config.retry_after)})
 
     async def healthz(self, request, request_id: str):
         from starlette.responses import JSONResponse
@@ -721,14 +800,10 @@ def serve(bundle, config: ServeConfig | None = None, *, ready: Callable[[str], N
     The bundle is loaded before the port opens, so a bad bundle fails at once. With port 0
     a free port is picked; ``ready(url)`` (default: print) gets the bound address.
     """
-    from cdiqa.runtime import Scorer, SessionOptions
-
     config = config or ServeConfig()
     config.check()
     uvicorn = _lazy.lazy_import("uvicorn", purpose="The HTTP server")  # before the load
-    scorer = Scorer.load(bundle, config.backend, config.device, config.domain,
-                         options=SessionOptions(threads=config.threads),
-                         max_batch=config.max_batch)
+    scorer = _loader(bundle, config)()
     app = None
     try:
         app = create_app(scorer, config)

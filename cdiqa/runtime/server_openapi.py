@@ -14,11 +14,11 @@ ERROR_CODES = {
     404: ["not_found"],
     405: ["method_not_allowed"],
     408: ["body_timeout"],
-    413: ["payload_too_large", "image_too_large"],
+    413: ["payload_too_large", "image_too_large", "request_too_large"],
     415: ["unsupported_media_type"],
     422: ["size_mismatch", "image_too_small", "unprocessable_image"],
     500: ["internal"],
-    503: ["not_ready", "queue_full", "shutting_down"],
+    503: ["not_ready", "queue_full", "busy", "shutting_down"],
     504: ["timeout"],
 }
 
@@ -26,13 +26,15 @@ _DESCRIPTIONS = {
     400: "Malformed request: bad multipart body, a missing/unknown field, undecodable image "
          "bytes, ref/dist counts that differ, too many pairs, or an unknown domain.",
     408: "The request body did not arrive within the server's per-request timeout.",
-    413: "Request body over the size limit, or an image over the pixel limit.",
+    413: "Request body over the size limit, an image over the pixel limit (max_pixels, "
+         "checked from its header), or a request whose images could never fit the "
+         "in-flight pixel budget.",
     415: "Content type is not multipart/form-data.",
     422: "Images that decode but cannot be scored together (sizes differ, under 64 x 64, "
          "values out of range).",
     500: "Internal error (a bug): the server keeps serving.",
-    503: "Not ready yet (loading / warming up), the queue is full, or shutting down; "
-         "retry after Retry-After seconds.",
+    503: "Not ready yet (loading / warming up), the queue is full, the in-flight pixel "
+         "budget is taken (busy), or shutting down; retry after Retry-After seconds.",
     504: "The request was not scored within the server's per-request timeout.",
 }
 

@@ -122,7 +122,8 @@ def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(sc
         ("oversized body", {"files": files(big, big)}, "/v1/score", 413, "payload_too_large",
          None, r"Body size for request 'body': got \d+ bytes, expected at most 400000 bytes"),
         ("too many pixels", {"files": files(flat, flat)}, "/v1/score", 413, "image_too_large",
-         "ref", r"Image size for field 'ref': got 1100x1000, expected at most 1000000 pixels"),
+         "ref", r"Size for image 'ref': got 1100x1000 \(1100000 pixels\), expected at most "
+         r"1000000 pixels"),
         ("json body", {"json": {"ref": "a.png", "dist": "b.png"}}, "/v1/score", 415,
          "unsupported_media_type", "content-type",
          r"Content type for request 'body': got 'application/json', expected "
