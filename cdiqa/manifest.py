@@ -22,17 +22,25 @@ The graph's tensor names are defined here and nowhere else (``INPUT_*``, ``OUTPU
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+import re
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from cdiqa.errors import ManifestError, describe
+from cdiqa.files import read_bounded
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+#: largest manifest or profile JSON read (bytes): far above a real one (a few KB), so that a
+#: damaged or hostile file is refused instead of read into memory
+MAX_JSON_BYTES = 16 << 20
 
 # ---- graph tensor names (the one place they are spelled) ----
 INPUT_REF = "ref"
@@ -302,9 +310,10 @@ def verify_files(manifest: Manifest) -> None:
     """Raise ``ManifestError`` naming the first listed file that is missing or altered."""
     for label, entry in manifest.entries().items():
         path = manifest._resolve(entry)
-        if not path.is_file():
+        if not path.is_file():  # a FIFO or device is never opened: it could block or not end
+            got = "not a regular file" if os.path.exists(path) else "no such file"
             raise ManifestError(describe("Missing file", "bundle file", entry.path,
-                                         "no such file", f"the {label} file listed in "
+                                         got, f"the {label} file listed in "
                                          f"{MANIFEST_FILE}", f"{_FIX} or restore the file"))
         actual = sha256_file(path)
         if actual != entry.sha256:
@@ -334,15 +343,11 @@ def load_manifest(bundle: str | os.PathLike, *, verify: bool = True) -> Manifest
     """
     root = Path(bundle)
     path = root / MANIFEST_FILE
-    if not path.is_file():
+    if not path.exists():
         raise ManifestError(describe("Manifest", "bundle", root, "no manifest.json",
                                      "a directory written by `iqa-export export`",
                                      "Check the path or re-export the bundle"))
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ManifestError(describe("JSON", "manifest", path, str(exc).splitlines()[0],
-                                     "valid JSON", _FIX)) from None
+    raw = read_json(path, "manifest")
     manifest = manifest_from_dict(raw, where=str(path), root=root)
     if verify:
         verify_files(manifest)
@@ -356,13 +361,13 @@ def manifest_from_dict(raw: Any, *, where: str = MANIFEST_FILE, root: Path | Non
         raise ManifestError(describe("Content", "manifest", where, type(raw).__name__,
                                      "a JSON object", _FIX))
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ManifestError(describe("schema_version", "manifest", where, version,
+    if type(version) is not int or version != SCHEMA_VERSION:  # true == 1 == 1.0 in Python
+        shown = (version if type(version) is int
+                 else f"{json.dumps(version)} (JSON {_json(version)})")
+        raise ManifestError(describe("schema_version", "manifest", where, shown,
                                      SCHEMA_VERSION, f"{_FIX} using this cdiqa, or load it with "
                                      "the cdiqa version that wrote it"))
     d = _fields(Manifest, raw, "manifest", where)
-    d["model_config"] = _typed(d["model_config"], dict, "model_config", where)
-    d["versions"] = _typed(d["versions"], dict, "versions", where)
     for key in ("files", "domains", "calibration", "engines"):
         if key in d:
             d[key] = {k: _entry(v, f"{key}.{k}", where)
@@ -378,6 +383,10 @@ def manifest_from_dict(raw: Any, *, where: str = MANIFEST_FILE, root: Path | Non
         d["domain_models"] = {k: _domain_models(v, f"domain_models.{k}", where)
                               for k, v in _typed(d["domain_models"], dict, "domain_models",
                                                  where).items()}
+    if FILE_ONNX not in d["files"]:  # the graph every domain falls back to
+        raise ManifestError(describe("Missing field", "manifest", where,
+                                     f"no '{FILE_ONNX}' in 'files'",
+                                     f"an entry for {FILE_NAMES[FILE_ONNX]}", _FIX))
     if d["default_domain"] not in d["domains"]:
         raise ManifestError(describe("default_domain", "manifest", where, d["default_domain"],
                                      f"one of {sorted(d['domains'])}", _FIX))
@@ -399,13 +408,63 @@ def _fields(cls, raw: Any, what: str, where: str) -> dict:
         raise ManifestError(describe("Unknown field", "manifest", where,
                                      f"{', '.join(map(repr, unknown))} in '{what}'",
                                      f"only the fields of schema {SCHEMA_VERSION}", _FIX))
+    hints = _hints(cls)
+    for name, value in raw.items():
+        if not _matches(value, hints[name]):
+            key = name if what == "manifest" else f"{what}.{name}"
+            raise ManifestError(describe("Type", "manifest", where,
+                                         f"{_json(value)} for '{key}'", _spell(hints[name]),
+                                         _FIX))
     return dict(raw)
+
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether parsed JSON ``value`` fits the annotation ``hint`` (the dataclasses' field
+    types are the schema). A nested dataclass passes here: its own reader checks it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or is_dataclass(hint):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1])
+                                               for k, v in value.items())
+    if origin is tuple:  # JSON arrays
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(map(_matches, value, args))
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):  # a bool is an int in Python, never in the manifest
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
+
+def _spell(hint: Any) -> str:
+    if typing.get_args(hint):
+        return str(hint).replace("typing.", "").replace(f"{__name__}.", "")
+    return "null" if hint is type(None) else hint.__name__
+
+
+def _json(value: Any) -> str:
+    """The JSON type of a parsed value, as the message names it."""
+    return {bool: "bool", int: "int", float: "float", str: "string", list: "array",
+            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _typed(value: Any, typ: type, what: str, where: str):
     if not isinstance(value, typ):
         raise ManifestError(describe("Type", "manifest", where,
-                                     f"{type(value).__name__} for '{what}'",
+                                     f"{_json(value)} for '{what}'",
                                      f"{typ.__name__}", _FIX))
     return value
 
@@ -424,6 +483,10 @@ def _entry(raw: Any, what: str, where: str) -> FileEntry:
     if p.is_absolute() or ".." in p.parts or not entry.path:
         raise ManifestError(describe("Path", "manifest", where, f"'{entry.path}' for '{what}'",
                                      "a relative path inside the bundle", _FIX))
+    if not re.fullmatch(r"[0-9a-f]{64}", entry.sha256):
+        raise ManifestError(describe("sha256", "manifest", where,
+                                     f"'{entry.sha256[:70]}' for '{what}'",
+                                     "64 lowercase hex digits", _FIX))
     return entry
 
 
@@ -437,12 +500,7 @@ def _domain_models(raw: Any, what: str, where: str) -> DomainModels:
 
 
 def _tensor(raw: Any, what: str, where: str) -> TensorSpec:
-    t = _sub(TensorSpec, raw, what, where)
-    bad = [d for d in t.shape if not isinstance(d, (int, str))]
-    if bad:
-        raise ManifestError(describe("Shape", "manifest", where, f"{t.shape} for '{what}'",
-                                     "ints and symbolic names", _FIX))
-    return t
+    return _sub(TensorSpec, raw, what, where)
 
 
 def tensor_specs(features: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -461,11 +519,19 @@ def tensor_specs(features: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpe
 
 
 def read_json(path: str | os.PathLike, what: str) -> Mapping:
-    """Read a JSON object from a bundle file (``ManifestError`` naming it if unreadable)."""
+    """Read a JSON object from a bundle file (``ManifestError`` naming it if unreadable).
+
+    At most ``MAX_JSON_BYTES`` of a regular file are read: a FIFO, a link to a device or a
+    huge file is refused without blocking.
+    """
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ManifestError(describe("JSON", what, path, str(exc).splitlines()[0],
+        d = json.loads(read_bounded(path, MAX_JSON_BYTES))
+    except RecursionError:
+        raise ManifestError(describe("JSON", what, path, "arrays or objects nested too deep",
+                                     "a JSON object written by cdiqa", _FIX)) from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ManifestError(describe("JSON", what, path, str(reason).splitlines()[0],
                                      "a readable JSON object", _FIX)) from None
     if not isinstance(d, dict):
         raise ManifestError(describe("Content", what, path, type(d).__name__, "a JSON object",

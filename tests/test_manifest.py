@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -143,3 +144,80 @@ def test_unknown_domain_suggests(bundle: Path) -> None:
 def test_every_file_is_listed(bundle: Path) -> None:
     m = load_manifest(bundle)
     assert set(m.entries()) == {FILE_ONNX, FILE_ONNX_PLUGIN, FILE_CHECKPOINT, "profile:natural"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(schema_version=True), r"schema_version for manifest .*: got true \(JSON "
+                                              r"bool\), expected 1"),
+    (lambda d: d.update(schema_version=1.0), r"schema_version for manifest .*: got 1\.0 \(JSON "
+                                             r"float\), expected 1"),
+    (lambda d: d["files"].pop(FILE_ONNX), r"Missing field for manifest .*: got no 'onnx' in "
+                                          r"'files', expected an entry for model\.onnx"),
+    (lambda d: d["files"][FILE_CHECKPOINT].update(path=5),
+     r"Type for manifest .*: got int for 'files\.checkpoint\.path', expected str"),
+    (lambda d: d.update(default_domain=["natural"]),
+     r"Type for manifest .*: got array for 'default_domain', expected str"),
+    (lambda d: d.update(feature_dim=True), r"got bool for 'feature_dim', expected int"),
+    (lambda d: d.update(opset=18.0), r"got float for 'opset', expected int"),
+    (lambda d: d["inputs"][0].update(shape=["batch", 3.5, 1, 1]),
+     r"got array for 'inputs\[0\]\.shape', expected tuple\[int \| str, \.\.\.\]"),
+    (lambda d: d["score"].update(value_range=[0.0]),
+     r"got array for 'score\.value_range', expected tuple\[float, float\]"),
+    (lambda d: d["plugin"].update(attributes={"k": "5"}),
+     r"got object for 'plugin\.attributes', expected dict\[str, int\]"),
+    (lambda d: d.update(domain_models={"x": {"files": {}, "adapted": 1}}),
+     r"got int for 'domain_models\.x\.adapted', expected bool"),
+    (lambda d: d["files"][FILE_ONNX].update(sha256="not-a-hash"),
+     r"sha256 for manifest .*: got 'not-a-hash' for 'files\.onnx', expected 64 lowercase hex"),
+    (lambda d: d.update(versions=[]), r"got array for 'versions', expected dict\[str, str\]"),
+])
+def test_every_field_is_checked_by_type(bundle: Path, change, message) -> None:
+    _edit(bundle, change)
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(bundle, verify=False)
+
+
+def test_deeply_nested_json_is_a_manifest_error(bundle: Path) -> None:
+    (bundle / MANIFEST_FILE).write_text('{"model_config": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ManifestError, match=r"JSON for manifest .*: got arrays or objects "
+                                            r"nested too deep"):
+        load_manifest(bundle)
+
+
+def _special(path: Path, kind: str) -> None:
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("kind, got", [("fifo", "a named pipe"), ("zero", "a character device")])
+def test_special_files_are_refused_without_reading(bundle: Path, kind, got) -> None:
+    """A FIFO (would block) or a link to /dev/zero (would never end) is refused from its
+    descriptor; verify=False reads the profile with no hash check before it."""
+    from cdiqa.manifest import read_json
+
+    profile = bundle / "profiles" / "natural.json"
+    _special(profile, kind)
+    with pytest.raises(ManifestError, match=rf"JSON for domain profile '.*natural\.json': got "
+                                            rf"not a regular file \({got}\)"):
+        read_json(load_manifest(bundle, verify=False).domain_path("natural"), "domain profile")
+    with pytest.raises(ManifestError, match=r"bundle file 'profiles/natural.json': got not a "
+                                            r"regular file"):
+        load_manifest(bundle)
+    _special(bundle / MANIFEST_FILE, kind)
+    with pytest.raises(ManifestError, match=rf"JSON for manifest .*: got not a regular file "
+                                            rf"\({got}\)"):
+        load_manifest(bundle)
+
+
+def test_a_manifest_above_the_cap_is_refused(bundle: Path, monkeypatch) -> None:
+    import cdiqa.manifest as cm
+
+    size = (bundle / MANIFEST_FILE).stat().st_size
+    monkeypatch.setattr(cm, "MAX_JSON_BYTES", size - 1)
+    with pytest.raises(ManifestError, match=rf"got larger than the limit of {size - 1} bytes"):
+        load_manifest(bundle)
+    monkeypatch.setattr(cm, "MAX_JSON_BYTES", size)
+    load_manifest(bundle)
