@@ -262,10 +262,12 @@ def load_head(d: dict) -> Head:
 
 def read_head(path: str | os.PathLike) -> Head:
     """Load a head JSON file (``ManifestError`` naming the file if it is not one)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (OSError, ValueError) as exc:
+    from cdiqa.files import read_bounded
+    from cdiqa.manifest import MAX_JSON_BYTES
+
+    try:  # bounded: a FIFO or a /dev/zero link is refused, not read forever
+        d = json.loads(read_bounded(path, MAX_JSON_BYTES))
+    except (OSError, ValueError, RecursionError) as exc:
         raise ManifestError(f"Head file '{path}' cannot be read: {exc}. "
                             "Pass a JSON written by `iqa-export fit-head`.") from None
     if not isinstance(d, dict):

@@ -103,6 +103,20 @@ def test_unreadable_head_file_names_the_file(tmp_path):
         read_head(bad)
 
 
+def test_head_file_reads_are_bounded(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # would block a plain open() until a writer came
+    with pytest.raises(ManifestError, match=r"fifo.json' cannot be read: not a regular file "
+                                            r"\(a named pipe\)"):
+        read_head(fifo)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ManifestError, match=r"deep.json' cannot be read: maximum recursion"):
+        read_head(deep)
+
+
 def test_features_of_wrong_size_or_non_finite_are_rejected(heads):
     with pytest.raises(ShapeError, match=rf"expected \(B, {D}\)"):
         heads[0].score(np.zeros((2, D + 1)))
