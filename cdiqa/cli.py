@@ -199,14 +199,24 @@ def serve_cmd(
     max_queue: int = typer.Option(64, help="Pairs that may wait per domain (503 above)."),
     timeout: float = typer.Option(30.0, help="Seconds per request (504 after)."),
     max_body_mb: float = typer.Option(32.0, help="Largest request body in MiB (413 above)."),
+    max_pixels: Optional[int] = typer.Option(None, help="Most pixels per image, checked from "
+                                                        "the header (413 above); default 64 MP."),
+    max_inflight_pixels: Optional[int] = typer.Option(None, help="Decoded pixels of all "
+                                                                 "requests in flight (503 "
+                                                                 "above); default 2 x "
+                                                                 "--max-pixels."),
+    tile: int = typer.Option(512, help="Score images larger than this in tiles (0: never)."),
 ) -> None:
     """Serve a bundle over HTTP: /v1/score, /v1/score/batch, /healthz, /readyz, /metrics."""
+    from cdiqa.images import pixel_budget
     from cdiqa.runtime.server import ServeConfig, serve
 
     config = ServeConfig(host=host, port=port, domain=domain, backend=backend, device=device,
                          threads=threads, max_batch=max_batch, max_wait=max_wait_ms / 1000,
                          max_queue=max_queue, timeout=timeout,
-                         max_body=_bytes_from_mib(max_body_mb))
+                         max_body=_bytes_from_mib(max_body_mb),
+                         max_pixels=pixel_budget(max_pixels),
+                         max_inflight_pixels=max_inflight_pixels, tile=tile or None)
     serve(bundle, config)
 
 
@@ -300,6 +310,8 @@ def score_cmd(
     domain: Optional[str] = typer.Option(None, help="Domain profile; default: the bundle's."),
     precision: str = typer.Option("fp32", help="fp32, or a calibrated domain's int8/fp16."),
     tile: Optional[int] = typer.Option(None, help="Score images larger than this in tiles."),
+    max_pixels: Optional[int] = typer.Option(None, help="Most pixels per image, checked from "
+                                                        "the header; default 64 MP."),
     threads: Optional[int] = typer.Option(None, help="CPU threads; default: all cores."),
     checkpoint: Optional[Path] = typer.Option(None, help="Torch checkpoint instead of a bundle."),
     head: Optional[Path] = typer.Option(None, help="Head JSON for --checkpoint (torch)."),
@@ -326,7 +338,7 @@ def score_cmd(
         raise ConfigError("Option --map for score: got many pairs or --checkpoint/--head, "
                           "expected one pair scored with a bundle. Drop --map or pass one pair.")
     config = ScorerConfig(bundle=bundle, domain=domain, precision=precision, tile=tile,
-                          threads=threads)
+                          threads=threads, max_pixels=max_pixels)
     scorer = _torch_scorer(checkpoint, head, config) if checkpoint or head else config.open()
     n = len(plan.jobs)
     bar = progress("score", n, unit="pairs") if n > 4 else nullcontext(lambda: None)

@@ -108,12 +108,14 @@ class ScorerConfig:
     threads: int | None = None
     backend: str = "auto"
     device: str | None = None
+    #: pixels per image (``cdiqa.images.pixel_budget``), checked from headers before decoding
+    max_pixels: int | None = None
 
     def open(self) -> Scorer:
         """The scorer (close it, or use it as a context manager)."""
         return Scorer.load(self.bundle, self.backend, self.device, self.domain,
                            options=SessionOptions(threads=self.threads), tile=self.tile,
-                           precision=self.precision)
+                           precision=self.precision, max_pixels=self.max_pixels)
 
 
 @dataclass
@@ -251,7 +253,7 @@ def score_each(scorer: PairScorer, jobs: Sequence[PairJob], *, chunk: int = MAX_
     Only ``CdiqaError`` (bad input) becomes an error row; anything else is a bug and raises.
     ``progress(done, total)`` is called after each result.
     """
-    loader = _Loader()
+    loader = _Loader(getattr(scorer, "max_pixels", None))
     for start in range(0, len(jobs), max(1, chunk)):
         block = jobs[start:start + max(1, chunk)]
         loaded = [loader.load(job, start + i) for i, job in enumerate(block)]
@@ -280,7 +282,8 @@ class _Loader:
     """Loads and checks pairs, keeping the last reference (rows are grouped by reference in
     practice): its pixels, or the error that loading it gave."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pixels: int | None = None) -> None:
+        self.max_pixels = max_pixels
         self._key: str | None = None
         self._ref: np.ndarray | CdiqaError | None = None
 
@@ -290,7 +293,7 @@ class _Loader:
         ref_name, dist_name = _name(job.ref, "ref", index), _name(job.dist, "dist", index)
         try:
             ref = self._reference(job.ref, ref_name)
-            dist = image_from(job.dist, dist_name)
+            dist = image_from(job.dist, dist_name, self.max_pixels)
             check_pair(ref, dist, ref_name, dist_name)
         except CdiqaError as exc:
             return exc
@@ -301,7 +304,7 @@ class _Loader:
         if key is None or key != self._key:
             self._key = key
             try:
-                self._ref = image_from(ref, name)
+                self._ref = image_from(ref, name, self.max_pixels)
             except CdiqaError as exc:
                 self._ref = exc
         if isinstance(self._ref, CdiqaError):
