@@ -18,12 +18,18 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def natural_image() -> np.ndarray:
-    """A 96x128 crop of scikit-image's astronaut (tests/fixtures/natural.png), float32 RGB in
-    [0, 1]."""
+def large_natural_image() -> np.ndarray:
+    """A 192x256 crop of scikit-image's astronaut (rows 64:256, columns 128:384; the file
+    tests/fixtures/natural.png), float32 RGB in [0, 1]."""
     from PIL import Image
 
     return np.asarray(Image.open(FIXTURES / "natural.png"), np.float32) / 255
+
+
+@pytest.fixture(scope="session")
+def natural_image(large_natural_image: np.ndarray) -> np.ndarray:
+    """A 96x128 crop of scikit-image's astronaut (rows 100:196, columns 150:278)."""
+    return large_natural_image[36:132, 22:150].copy()
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,30 @@ def test_core_is_stdlib_and_numpy_only(rel: str) -> None:
     assert roots <= set(sys.stdlib_module_names) | {"cdiqa", "numpy"}
 
 
+#: what tests/runtime never imports nor importorskips: .ci/run runs it in a venv of
+#: cdiqa[runtime,test] (numpy, Pillow, onnxruntime), where a skip for torch would hide a gap
+#: (but cdiqa.model.distortions, numpy-only by design)
+NOT_IN_RUNTIME_TESTS = {"torch", "torchvision", "onnx", "onnxscript", "skimage", "cdiqa.model",
+                        "cdiqa.calibration"}
+TESTS = PACKAGE.parent / "tests"
+RUNTIME_TESTS = sorted((TESTS / "runtime").rglob("*.py")) + [TESTS / "conftest.py"]
+
+
+def _skips_for(path: Path) -> set[str]:
+    """The modules of every ``importorskip("...")`` in a file."""
+    return {node.args[0].value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "importorskip"
+            and node.args and isinstance(node.args[0], ast.Constant)}
+
+
+@pytest.mark.parametrize("path", RUNTIME_TESTS, ids=lambda p: p.relative_to(TESTS).as_posix())
+def test_runtime_tests_need_no_torch(path: Path) -> None:
+    used = {n for n in _imports(path) | _skips_for(path)
+            if not n.startswith("cdiqa.model.distortions")}
+    bad = {n for n in used for f in NOT_IN_RUNTIME_TESTS if n == f or n.startswith(f + ".")}
+    assert not bad, f"{path.name} imports {sorted(bad)}: such a test belongs in tests/export"
+
+
 #: run first in the child: importing any of HEAVY but onnxruntime raises ImportError
 BLOCK = """
 import importlib.abc, sys

@@ -121,4 +121,4 @@ def test_same_image(remade: Path) -> None:
 
     ours = np.asarray(Image.open(FIXTURES / "natural.png"))
     fresh = np.asarray(Image.open(remade / "natural.png"))
-    assert ours.shape == (96, 128, 3) and np.array_equal(fresh, ours), STALE
+    assert ours.shape == (192, 256, 3) and np.array_equal(fresh, ours), STALE

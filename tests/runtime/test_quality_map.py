@@ -29,10 +29,8 @@ def scorer():
 
 
 @pytest.fixture(scope="module")
-def ref() -> np.ndarray:
-    from skimage import data
-
-    return data.astronaut()[64:256, 128:384].astype(np.float32) / 255  # 192 x 256
+def ref(large_natural_image: np.ndarray) -> np.ndarray:
+    return large_natural_image  # 192 x 256
 
 
 @pytest.fixture(scope="module")
