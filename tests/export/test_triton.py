@@ -14,7 +14,7 @@ import pytest
 
 from cdiqa.errors import ConfigError, ManifestError
 from cdiqa.export.triton import INFO_FILE, TritonConfig, triton_from_bundle, vendor_closure
-from cdiqa.manifest import FileEntry, load_manifest, save_manifest, sha256_file
+from cdiqa.manifest import OUTPUT_NAMES, load_manifest, save_manifest, sha256_file
 from cdiqa.runtime.triton_client import GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2",
@@ -102,29 +102,148 @@ def test_gpu_onnx_model_gets_the_tensorrt_accelerator(tiny_bundle, tmp_path):
     assert parse(out / HEAD_MODEL).instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
 
 
-def test_int8_uses_the_domain_calibration_cache(tiny_bundle, tmp_path):
-    with pytest.raises(ConfigError, match=r"Calibration for Triton repository 'options': got "
-                                          r"none for domain 'natural'.*iqa-export calibrate"):
+def test_int8_needs_the_domain_int8_graph(tiny_bundle, tmp_path):
+    with pytest.raises(ManifestError, match=r"Precision for domain 'natural': got 'int8', "
+                                            r"expected one of \['fp32'\]\. Run `iqa-export "
+                                            r"calibrate .* --domain natural` to build it"):
         triton_from_bundle(tiny_bundle, tmp_path / "repo", TritonConfig(gpu=True,
                                                                         precision="int8"))
-    bundle = tmp_path / "calibrated"
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+# ---- an adapted domain: every flavour serves its own graph with its head ----
+
+
+def _pairs():
+    rng = np.random.default_rng(7)
+    refs = [rng.random((64, 80, 3), np.float32) for _ in range(3)]
+    return refs, [np.clip(r + 0.08 * rng.standard_normal(r.shape, np.float32), 0, 1)
+                  for r in refs]
+
+
+def _ensemble_scores(repo: Path, refs, dists) -> np.ndarray:
+    """The ensemble's two steps as the repository names them: its graph model's model.onnx on
+    ONNX Runtime, then its head model's profile.json on the stats."""
+    import onnxruntime as ort
+
+    from cdiqa.heads import load_head
+    from cdiqa.masking import features_from_stats
+    from cdiqa.runtime.preprocess import feed
+
+    session = ort.InferenceSession(str(repo / GRAPH_MODEL / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    stats = session.run(list(OUTPUT_NAMES), feed(refs, dists))
+    head = load_head(json.loads((repo / HEAD_MODEL / "1" / "profile.json").read_text()))
+    return head.score(features_from_stats(*stats))
+
+
+def _runtime_scores(bundle: Path, refs, dists, precision: str = "fp32") -> np.ndarray:
+    from cdiqa.runtime import Scorer, SessionOptions
+
+    with Scorer.load(bundle, "onnxruntime", domain="underwater", precision=precision,
+                     options=SessionOptions(threads=1)) as s:
+        return s.score_batch(refs, dists)
+
+
+def test_adapted_domain_ensemble_scores_like_the_runtime(adapted_bundle, tmp_path):
+    from cdiqa.tolerances import tolerance
+
+    m = load_manifest(adapted_bundle)
+    refs, dists = _pairs()
+    atol = tolerance("served_score").atol
+    repo = triton_from_bundle(adapted_bundle, tmp_path / "repo",
+                              TritonConfig(domain="underwater", threads=1))
+    graph = sha256_file(repo / GRAPH_MODEL / "1" / "model.onnx")
+    assert graph == m.domain_models["underwater"].files["fp32"].sha256 != m.files["onnx"].sha256
+    expected = _runtime_scores(adapted_bundle, refs, dists)
+    np.testing.assert_allclose(_ensemble_scores(repo, refs, dists), expected, atol=atol, rtol=0)
+    # the check can fail: the base graph with the adapted head (the old repository) scores off
+    base = triton_from_bundle(_without_adapted_graphs(adapted_bundle, tmp_path), tmp_path / "base",
+                              TritonConfig(domain="underwater", threads=1))
+    assert np.max(np.abs(_ensemble_scores(base, refs, dists) - expected)) > atol
+
+
+def _without_adapted_graphs(bundle: Path, tmp_path: Path) -> Path:
+    """A copy of ``bundle`` whose adapted domain lost its graphs (only its head is left)."""
     import shutil
 
-    shutil.copytree(tiny_bundle, bundle)
-    (bundle / "calibration").mkdir()
-    (bundle / "calibration" / "natural.cache").write_bytes(b"TRT-8601-EntropyCalibration2\n")
-    m = load_manifest(bundle)
-    entry = FileEntry("calibration/natural.cache", sha256_file(bundle / "calibration" /
-                                                               "natural.cache"))
-    save_manifest(replace(m, calibration={"natural": entry}), bundle)
+    out = tmp_path / "unadapted"
+    shutil.copytree(bundle, out)
+    m = load_manifest(out)
+    save_manifest(replace(m, domain_models={}, calibration={}), out)
+    return out
 
-    out = triton_from_bundle(bundle, tmp_path / "repo", TritonConfig(gpu=True, precision="int8"))
-    (acc,) = parse(out / GRAPH_MODEL).optimization.execution_accelerators.gpu_execution_accelerator
+
+def test_adapted_domain_int8_ensemble_serves_the_qdq_graph(adapted_bundle, tmp_path):
+    from cdiqa.tolerances import tolerance
+
+    m = load_manifest(adapted_bundle)
+    repo = triton_from_bundle(adapted_bundle, tmp_path / "repo",
+                              TritonConfig(domain="underwater", gpu=True, precision="int8"))
+    assert sha256_file(repo / GRAPH_MODEL / "1" / "model.onnx") == \
+        m.domain_models["underwater"].files["int8"].sha256
+    (acc,) = parse(repo / GRAPH_MODEL).optimization.execution_accelerators.gpu_execution_accelerator
     assert acc.parameters["precision_mode"] == "INT8"
-    assert acc.parameters["int8_calibration_table_name"] == "calibration_natural.cache"
-    assert acc.parameters["int8_use_native_calibration_table"] == "1"
-    copied = Path(acc.parameters["trt_engine_cache_path"]) / "calibration_natural.cache"
-    assert copied.read_bytes() == b"TRT-8601-EntropyCalibration2\n"
+    # the Q/DQ graph holds its scales: no calibration table (the bundle's cache is JSON)
+    assert not any(k.startswith("int8_") for k in acc.parameters)
+    assert not (repo / GRAPH_MODEL / "trt_cache").exists()
+    refs, dists = _pairs()  # the graph it names, on ONNX Runtime's CPU, as the runtime runs it
+    np.testing.assert_allclose(_ensemble_scores(repo, refs, dists),
+                               _runtime_scores(adapted_bundle, refs, dists, "int8"),
+                               atol=tolerance("served_score").atol, rtol=0)
+
+
+def test_adapted_domain_tensorrt_flavour_takes_engines_of_its_graph(adapted_bundle, tmp_path):
+    from cdiqa.engine_format import EngineHeader, pack_engine
+
+    m = load_manifest(adapted_bundle)
+    plugin = m.domain_models["underwater"].files["fp32_plugin"].sha256
+
+    def engine(name: str, onnx_sha256: str) -> Path:
+        header = EngineHeader(trt_version="10.8.0", gpu_name="G", compute_capability="9.0",
+                              plugin_hash="p", onnx_sha256=onnx_sha256, precision="fp32",
+                              domain="underwater")
+        path = tmp_path / name
+        path.write_bytes(pack_engine(header, b"plan bytes"))
+        return path
+
+    config = TritonConfig(backend="tensorrt", gpu=True, domain="underwater",
+                          engines=(("9.0", str(engine("ok.engine", plugin))),))
+    repo = triton_from_bundle(adapted_bundle, tmp_path / "repo", config)
+    assert (repo / GRAPH_MODEL / "1" / "model_sm90.plan").read_bytes() == b"plan bytes"
+    assert sha256_file(repo / HEAD_MODEL / "1" / "profile.json") == m.domains["underwater"].sha256
+    stale = replace(config, engines=(("9.0", str(engine("base.engine",
+                                                       m.files["onnx_plugin"].sha256))),))
+    with pytest.raises(ConfigError, match=r"Engine for Triton repository 'options': got "
+                                          r"base.engine built for .*domains/underwater/model"
+                                          r"\.plugin\.onnx.*iqa-export build .* --domain "
+                                          r"underwater --precision fp32"):
+        triton_from_bundle(adapted_bundle, tmp_path / "repo2", stale)
+
+
+def test_adapted_domain_python_flavour_scores_like_the_runtime(adapted_bundle, tmp_path):
+    from cdiqa.tolerances import tolerance
+
+    repo = triton_from_bundle(adapted_bundle, tmp_path / "repo",
+                              TritonConfig(backend="python", domain="underwater", threads=1))
+    version = repo / MODEL / "1"
+    domain = parse(repo / MODEL).parameters["domain"].string_value
+    code = ("import sys, json, numpy as np; sys.path.insert(0, sys.argv[1])\n"
+            "from cdiqa.runtime import Scorer, SessionOptions\n"
+            "d = np.load(sys.argv[3])\n"
+            "s = Scorer.load(sys.argv[2], 'onnxruntime', domain=sys.argv[4],\n"
+            "                options=SessionOptions(threads=1))\n"
+            "print(json.dumps(s.score_batch(list(d['r']), list(d['d'])).tolist()))\n")
+    refs, dists = _pairs()
+    np.savez(tmp_path / "pairs.npz", r=np.stack(refs), d=np.stack(dists))
+    res = subprocess.run([sys.executable, "-c", code, str(version / "vendor"),
+                          str(version / "bundle"), str(tmp_path / "pairs.npz"), domain],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    np.testing.assert_allclose(json.loads(res.stdout), _runtime_scores(adapted_bundle, refs,
+                                                                       dists),
+                               atol=tolerance("served_score").atol, rtol=0)
 
 
 def test_tensorrt_flavour_names_plans_and_plugin(tiny_bundle, manifest, tmp_path):
