@@ -1,12 +1,15 @@
 """The pixel budget and hostile or unusual image files: header bombs refused before decoding,
-arrays by shape, every decoder exception a clean ImageDecodeError, 16-bit PNG kept at 16 bits,
-MPO read by its first frame, empty arrays and closed scorers refused with clear messages."""
+arrays by shape, every decoder exception a clean ImageDecodeError (and a fuzz test of
+mutated files), 16-bit PNG kept at 16 bits, MPO read by its first frame, empty arrays and
+closed scorers refused with clear messages. The HTTP side: test_server_hostile.py."""
 
 from __future__ import annotations
 
 import io
 import struct
+import tempfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,13 @@ from cdiqa.images import (MAX_PIXELS, as_image, check_pixels, image_header, load
 from cdiqa.runtime import Scorer, SessionOptions
 from cdiqa.runtime.stream import StreamScorer
 from cdiqa.tolerances import tolerance
+
+hypothesis = pytest.importorskip("hypothesis", reason="the fuzz test needs hypothesis (cdiqa[test])")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+# hypothesis caches the source's constants under ./.hypothesis: not in the repository
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "cdiqa-hypothesis")
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -198,3 +208,73 @@ def test_mpo_gives_its_first_frame():
         assert im.n_frames == 2
         expected = np.asarray(im.convert("RGB"))  # frame 0
     np.testing.assert_array_equal(load_image_bytes(data, "phone.jpg"), as_image(expected))
+
+
+# ---- fuzzing: mutated files give an image or an ImageError, nothing else ----
+
+#: small enough that a mutated header declaring a huge image is refused, not allocated
+FUZZ_PIXELS = 1_000_000
+#: derandomized: the examples follow from the test's code, not the clock (deterministic)
+FUZZ = settings(derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def _seeds() -> list[bytes]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((64, 72, 3)) * 255).astype(np.uint8)
+    out = []
+    for fmt, kw in (("PNG", {}), ("JPEG", {"quality": 90}), ("TIFF", {}),
+                    ("TIFF", {"compression": "tiff_lzw"}),
+                    ("TIFF", {"compression": "tiff_adobe_deflate"})):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format=fmt, **kw)
+        out.append(buf.getvalue())
+    buf = io.BytesIO()
+    Image.fromarray(rgb[..., 0]).save(buf, format="TIFF", compression="packbits")
+    out.append(buf.getvalue())
+    out.append(png16(rng.integers(0, 65536, (64, 66, 3), dtype=np.uint16)))
+    out.append(mpo_bytes(rgb, rgb[::-1].copy()))
+    return out
+
+
+SEEDS = _seeds()
+
+
+@st.composite
+def mutated(draw) -> bytes:
+    """A seed file with a few bytes overwritten, a run inserted or deleted, or a cut end."""
+    data = bytearray(SEEDS[draw(st.integers(0, len(SEEDS) - 1))])
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["set", "set", "set", "insert", "delete", "cut"]))
+        at = draw(st.integers(0, len(data) - 1))
+        if kind == "set":
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+        elif kind == "delete":
+            del data[at:at + draw(st.integers(1, 16))]
+        else:
+            del data[max(at, 8):]
+        if len(data) < 2:
+            break
+    return bytes(data)
+
+
+def _check_image(a: np.ndarray) -> None:
+    assert a.dtype == np.float32 and a.ndim == 3 and a.shape[2] == 3
+    assert a.shape[0] * a.shape[1] <= FUZZ_PIXELS
+    assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on damaged TIFF tags
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@settings(FUZZ, max_examples=400)
+@given(data=mutated())
+def test_mutated_files_decode_or_raise_image_errors(data):
+    try:
+        image = load_image_bytes(data, "fuzz", max_pixels=FUZZ_PIXELS)
+    except ImageError:
+        return
+    _check_image(image)
