@@ -375,7 +375,42 @@ def roi_mask(roi: torch.Tensor | None, size: tuple[int, int], stride: int,
 
 def load_model(path, map_location: str = "cpu") -> CDIQA:
     """Load a checkpoint or weights file written by ``save_model`` or training."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = read_checkpoint(path, map_location)
     model = CDIQA(ModelConfig.from_dict(blob["config"]))
     model.load_state_dict(blob["model"])
     return model.eval()
+
+
+def read_checkpoint(path, map_location: str = "cpu") -> dict:
+    """The dict a checkpoint holds, unpickled with ``weights_only`` (tensors and plain data;
+    nothing in the file runs). The one place cdiqa unpickles a file.
+
+    Raises:
+        ConfigError: the file needs code to load (a hostile or foreign pickle), is not a
+            torch checkpoint, or holds no ``config``/``model``.
+    """
+    import pickle
+    import re
+
+    from cdiqa.errors import ConfigError, describe
+
+    fix = "Pass a checkpoint written by `iqa-export train` or `iqa-export export`"
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's text advises weights_only=False, i.e. running the file's code: not quoted
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        got = (f"a pickle that calls {found.group(1)} (code, not weights)" if found
+               else "a file that is not a weights-only pickle")
+        raise ConfigError(describe("Content", "checkpoint", path, got,
+                                   "tensors and plain data only", "cdiqa never runs code from "
+                                   f"a checkpoint, so it was not loaded. {fix}")) from None
+    except (RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
+        raise ConfigError(describe("Format", "checkpoint", path, f"a file torch cannot read "
+                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                                   "a torch checkpoint", fix)) from None
+    if not isinstance(blob, dict) or not {"config", "model"} <= set(blob):
+        raise ConfigError(describe("Content", "checkpoint", path, type(blob).__name__ if not
+                                   isinstance(blob, dict) else f"keys {sorted(map(str, blob))}",
+                                   "a dict with 'config' and 'model'", fix))
+    return blob

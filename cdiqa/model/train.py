@@ -28,7 +28,7 @@ from cdiqa.files import atomic_write
 from cdiqa.model import losses as L
 from cdiqa.model.data import (PairSampler, builtin_references, dev_kinds, load_reference_folder,
                               step_seed)
-from cdiqa.model.network import CDIQA, Codes, ModelConfig
+from cdiqa.model.network import CDIQA, Codes, ModelConfig, read_checkpoint
 from cdiqa.model.masking import features_from_stats
 
 #: ``progress(step, total, losses)`` after every step
@@ -176,7 +176,7 @@ def save_checkpoint(path: str | Path, model: CDIQA, optimizer, step: int,
 
 def save_weights(checkpoint: str | Path, out: str | Path) -> Path:
     """Write only a checkpoint's config and float32 weights (what ``load_model`` needs)."""
-    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    blob = read_checkpoint(checkpoint)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in blob["model"].items()}
     return atomic_write(out, lambda f: torch.save({"config": blob["config"], "model": state}, f))
 
@@ -191,7 +191,7 @@ def _make(cfg: TrainConfig) -> tuple[CDIQA, torch.optim.Optimizer]:
 
 
 def _resume(path: str | Path, cfg: TrainConfig, model: CDIQA, opt) -> int:
-    blob = torch.load(path, map_location=cfg.device, weights_only=True)
+    blob = read_checkpoint(path, cfg.device)
     if "optimizer" not in blob or "train_config" not in blob:
         raise ConfigError(describe("Content", "checkpoint", path, "weights only",
                                    "a training checkpoint", "Resume from a file written by train"))

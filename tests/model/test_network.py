@@ -105,6 +105,47 @@ def test_saved_weights_load_back_identically(model, pair, tmp_path):
         assert torch.equal(again.features(*pair), model.features(*pair))
 
 
+class _Payload:
+    """Unpickling this would run ``os.system`` (it writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_runs_code_is_refused_not_run(tmp_path):
+    from cdiqa.errors import ConfigError
+
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    torch.save({"config": {}, "model": _Payload(marker)}, path)
+    with pytest.raises(ConfigError) as info:
+        load_model(path)
+    msg = str(info.value)
+    assert msg.startswith(f"Content for checkpoint '{path}': got a pickle that calls ")
+    assert ".system (code, not weights)" in msg and "never runs code" in msg
+    assert "weights_only" not in msg and not marker.exists()
+
+
+@pytest.mark.parametrize("make, got", [
+    (lambda p: p.write_bytes(b"not a checkpoint" * 4), "got a file that is not a weights-only"),
+    (lambda p: p.write_bytes(p.read_bytes()[:200]), "Format for checkpoint .*: got a file torch "
+                                                    "cannot read"),  # a cut download
+    (lambda p: torch.save(torch.zeros(2), p), "got Tensor, expected a dict with 'config'"),
+])
+def test_files_that_are_not_checkpoints_are_config_errors(tmp_path, make, got):
+    from cdiqa.errors import ConfigError
+
+    path = tmp_path / "m.pt"
+    torch.save({"config": TINY.to_dict(), "model": {}}, path)
+    make(path)
+    with pytest.raises(ConfigError, match=got):
+        load_model(path)
+
+
 # ---- the pyramid (the default model's architecture) ----------------------------------------
 
 
