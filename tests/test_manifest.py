@@ -221,3 +221,24 @@ def test_a_manifest_above_the_cap_is_refused(bundle: Path, monkeypatch) -> None:
         load_manifest(bundle)
     monkeypatch.setattr(cm, "MAX_JSON_BYTES", size)
     load_manifest(bundle)
+
+
+@pytest.mark.parametrize("change", [lambda d: d["files"].pop(FILE_ONNX),
+                                    lambda d: d.update(default_domain=["natural"])])
+def test_serve_and_score_exit_1_on_a_damaged_manifest(tiny_bundle, tmp_path, change) -> None:
+    """Both were raw KeyError/TypeError tracebacks with exit 2 ('internal error')."""
+    import shutil
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    _edit(bundle, change)
+    image = Path(__file__).parent / "fixtures" / "natural.png"
+    for args in (["score", str(image), str(image), "--bundle", str(bundle)],
+                 ["serve", str(bundle), "--port", "0"]):
+        proc = subprocess.run([sys.executable, "-m", "cdiqa.cli", *args], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith("error: ") and "manifest.json" in proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -130,6 +130,21 @@ def test_checkpoint_that_runs_code_is_refused_not_run(tmp_path):
     assert "weights_only" not in msg and not marker.exists()
 
 
+def test_cli_exits_1_on_a_checkpoint_that_runs_code(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    torch.save({"config": {}, "model": _Payload(marker)}, path)
+    image = Path(__file__).parents[1] / "fixtures" / "natural.png"
+    proc = subprocess.run([sys.executable, "-m", "cdiqa.cli", "score", str(image), str(image),
+                           "--checkpoint", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr  # was 2: "internal error: this is a bug"
+    assert f"error: Content for checkpoint '{path}'" in proc.stderr
+    assert "weights_only" not in proc.stderr and not marker.exists()
+
+
 @pytest.mark.parametrize("make, got", [
     (lambda p: p.write_bytes(b"not a checkpoint" * 4), "got a file that is not a weights-only"),
     (lambda p: p.write_bytes(p.read_bytes()[:200]), "Format for checkpoint .*: got a file torch "
