@@ -2,6 +2,7 @@
 
     python benchmarks/runtime_bench.py [BUNDLE] [--threads 1 2] [--repeats 3] [--budget 3]
     python benchmarks/runtime_bench.py BUNDLE --tiling      # tiled vs untiled scores
+    python benchmarks/runtime_bench.py --maps [BUNDLE]      # maps-capable bundle vs before
 
 Runs ``cdiqa.export.bench.run_bench`` for each thread count ``repeats`` times (a shared machine
 is noisy: the best run of each case is kept, and the load average before each run is
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
 
-from _report import command_line  # noqa: E402
+from _report import command_line, machine, utc_now  # noqa: E402
 from cdiqa.export.bench import BenchConfig, BenchReport, run_bench  # noqa: E402
 
 
@@ -97,6 +98,85 @@ def tiling_table(bundle) -> str:
     return "\n".join(lines)
 
 
+def maps_table(bundle, threads: int, calls: int = 60) -> str:
+    """Scorer.score pairs/s of a maps-capable bundle against the same bundle without its maps
+    graph (as exported before quality maps), and what one ``quality_map`` costs; 512x384
+    astronaut pairs (noise and blur). The three are timed call by call, interleaved, and the
+    median call of each is kept: a shared machine's load then falls on all three alike."""
+    import json
+    import shutil
+    import time
+
+    import numpy as np
+    from scipy.ndimage import uniform_filter
+    from skimage import data
+
+    from cdiqa.manifest import DEFAULT_BUNDLE, FILE_ONNX_MAPS, MANIFEST_FILE
+    from cdiqa.runtime import Scorer
+    from cdiqa.runtime.backends import SessionOptions
+
+    bundle = Path(bundle or DEFAULT_BUNDLE)
+    ref = data.astronaut()[64:448, :512].astype(np.float32) / 255  # 384 x 512
+    rng = np.random.default_rng(0)
+    dists = [np.clip(d, 0, 1).astype(np.float32) for d in
+             (ref + rng.normal(0, 0.05, ref.shape), uniform_filter(ref, size=(5, 5, 1)))]
+    with tempfile.TemporaryDirectory(prefix="cdiqa-maps-") as tmp:
+        before = Path(tmp) / "before"
+        shutil.copytree(bundle, before)
+        raw = json.loads((before / MANIFEST_FILE).read_text())
+        (before / raw["files"].pop(FILE_ONNX_MAPS)["path"]).unlink()
+        (before / MANIFEST_FILE).write_text(json.dumps(raw))
+        opts = SessionOptions(threads=threads)
+        scorers = {"before": Scorer.load(before, "onnxruntime", options=opts),
+                   "maps": Scorer.load(bundle, "onnxruntime", options=opts)}
+        jobs = {"score before": lambda d: scorers["before"].score(ref, d),
+                "score maps-capable": lambda d: scorers["maps"].score(ref, d),
+                "quality_map": lambda d: scorers["maps"].quality_map(ref, d)}
+        for job in jobs.values():  # warm-up: sessions, first-call allocations
+            job(dists[0])
+        times: dict[str, list[float]] = {k: [] for k in jobs}
+        for i in range(calls):
+            for name, job in jobs.items():
+                start = time.perf_counter()
+                job(dists[i % 2])
+                times[name].append(time.perf_counter() - start)
+    best = {k: 1 / float(np.median(v)) for k, v in times.items()}
+    base = best["score before"]
+    lines = ["| what | pairs/s | ms per pair | ratio to score before |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v:.1f} | {1e3 / v:.1f} | {v / base:.2f} |" for k, v in best.items()]
+    return "\n".join(lines)
+
+
+def ladder_consistency(bundle) -> str:
+    """Per KADID ladder on the astronaut (384x512, levels 1..5, seed 0): does the map's mean
+    rise with the level, does the severity -ln(score), do they order the levels alike; and the
+    SRCC of mean(map) against the severity over every pair (docs/runtime.md, quality maps)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+    from skimage import data
+
+    from cdiqa.manifest import DEFAULT_BUNDLE
+    from cdiqa.model.distortions.kadid import KADID_TYPES, distort
+    from cdiqa.runtime import Scorer
+
+    ref = data.astronaut()[64:448, :512].astype(np.float32) / 255
+    rows, sev, means = [], [], []
+    with Scorer.load(bundle or DEFAULT_BUNDLE, "onnxruntime") as scorer:
+        for kind in (t for t in KADID_TYPES if t.identity_level is None):
+            dists = [distort(ref, kind.name, level, seed=0) for level in range(1, 6)]
+            g = [-np.log(scorer.score(ref, d)) for d in dists]
+            m = [scorer.quality_map(ref, d).mean(dtype=np.float64) for d in dists]
+            sev, means = sev + g, means + m
+            rows.append((kind.name, all(np.diff(m) > 0), all(np.diff(g) > 0),
+                         list(np.argsort(g)) == list(np.argsort(m))))
+    lines = [f"{sum(r[1] for r in rows)} of {len(rows)} ladders: map mean rises with the level; "
+             f"{sum(r[2] for r in rows)}: severity rises; {sum(r[3] for r in rows)}: same order; "
+             f"SRCC(mean map, severity) over {len(sev)} pairs = {spearmanr(sev, means)[0]:.3f}"]
+    lines += [f"  not both monotone: {r[0]} (map {r[1]}, severity {r[2]})"
+              for r in rows if not (r[1] and r[2])]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", nargs="?")
@@ -104,9 +184,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget", type=float, default=3.0)
     parser.add_argument("--tiling", action="store_true", help="tiled vs untiled scores instead")
+    parser.add_argument("--maps", action="store_true",
+                        help="score speed with and without the maps graph, and quality_map's cost")
     args = parser.parse_args()
     if args.tiling:
         print(tiling_table(args.bundle))
+        return
+    if args.maps:
+        print(f"{machine()}; {utc_now()}; threads {args.threads[0]}\nCommand: "
+              f"`{command_line(__file__)}`\n\n{maps_table(args.bundle, args.threads[0])}\n\n"
+              f"{ladder_consistency(args.bundle)}")
         return
     with tempfile.TemporaryDirectory(prefix="cdiqa-bench-") as tmp:
         bundle = args.bundle
