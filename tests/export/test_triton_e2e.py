@@ -12,7 +12,9 @@ The server is the CPU build inside nvidia-pytriton's wheel (Python backend only)
 
 Where one of these is missing the tests skip with the reason; the server is never faked.
 The ensemble's graph model needs Triton's onnxruntime backend, which this build lacks, so
-the ensemble flavour is checked through its head model alone (loaded explicitly).
+the ensemble flavour is checked through its head model alone (loaded explicitly), fed the
+stats of the graph the repository holds. An adapted domain (its own graph and head) is
+served by both flavours too.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import numpy as np
 import pytest
 
 from cdiqa.export.triton import TritonConfig, triton_from_bundle
+from cdiqa.manifest import OUTPUT_NAMES
 from cdiqa.runtime import Scorer, SessionOptions
 from cdiqa.runtime.preprocess import feed
-from cdiqa.runtime.triton_client import HEAD_MODEL, OUTPUT_SCORE, TritonError, TritonScorer
+from cdiqa.runtime.triton_client import TritonError, TritonScorer
 from cdiqa.tolerances import tolerance
+from cdiqa.triton_layout import GRAPH_MODEL, HEAD_MODEL, OUTPUT_SCORE
 
 pytest.importorskip("tritonclient.http", reason="tritonclient is not installed (cdiqa[triton])")
 pytestmark = pytest.mark.slow
@@ -215,3 +219,59 @@ def test_ensemble_head_model_scores_graph_stats(tiny_bundle, scorer, tmp_path):
     expected = scorer.with_domain("medical").score_batch([p[0] for p in pairs],
                                                          [p[1] for p in pairs])
     np.testing.assert_allclose(served, expected, atol=tolerance("served_score").atol, rtol=0)
+
+
+# ---- an adapted domain (its own graph and head) served like the runtime serves it ----
+
+
+def _runtime(bundle, domain: str, refs, dists) -> np.ndarray:
+    with Scorer.load(bundle, "onnxruntime", domain=domain,
+                     options=SessionOptions(threads=1)) as s:
+        return s.score_batch(refs, dists)
+
+
+def test_adapted_domain_python_flavour_scores_like_the_runtime(adapted_bundle, tmp_path):
+    repo = triton_from_bundle(adapted_bundle, tmp_path / "repo",
+                              TritonConfig(backend="python", domain="underwater", threads=1))
+    server = Triton(repo, tmp_path, [])
+    try:
+        server.wait_ready("cdiqa")
+        pairs = _pairs()
+        refs, dists = [p[0] for p in pairs], [p[1] for p in pairs]
+        with TritonScorer(f"127.0.0.1:{server.http}") as client:
+            served = client.score_batch(refs, dists)
+    finally:
+        server.stop()
+    np.testing.assert_allclose(served, _runtime(adapted_bundle, "underwater", refs, dists),
+                               atol=tolerance("served_score").atol, rtol=0)
+
+
+def test_adapted_domain_ensemble_head_scores_its_graph_stats(adapted_bundle, tmp_path):
+    """The head model served by Triton, on the stats of the graph model the repository holds
+    (run on ONNX Runtime: this server has no onnxruntime backend)."""
+    import onnxruntime as ort
+    import tritonclient.http as http
+
+    repo = triton_from_bundle(adapted_bundle, tmp_path / "repo",
+                              TritonConfig(domain="underwater", threads=1))
+    pairs = _pairs()[:2]
+    refs, dists = [p[0] for p in pairs], [p[1] for p in pairs]
+    graph = ort.InferenceSession(str(repo / GRAPH_MODEL / "1" / "model.onnx"),
+                                 providers=["CPUExecutionProvider"])
+    stats = graph.run(list(OUTPUT_NAMES), feed(refs, dists))
+    server = Triton(repo, tmp_path, ["--model-control-mode=explicit",
+                                     f"--load-model={HEAD_MODEL}"])
+    try:
+        server.wait_ready(HEAD_MODEL)
+        client = http.InferenceServerClient(f"127.0.0.1:{server.http}")
+        inputs = []
+        for name, array in zip(OUTPUT_NAMES, stats):
+            t = http.InferInput(name, list(array.shape), "FP32")
+            t.set_data_from_numpy(array)
+            inputs.append(t)
+        served = client.infer(HEAD_MODEL, inputs).as_numpy(OUTPUT_SCORE).reshape(-1)
+        client.close()
+    finally:
+        server.stop()
+    np.testing.assert_allclose(served, _runtime(adapted_bundle, "underwater", refs, dists),
+                               atol=tolerance("served_score").atol, rtol=0)
