@@ -28,11 +28,20 @@ PAIR_COLUMNS = ("ref_path", "dist_path")
 
 @dataclass(frozen=True)
 class PairsFile:
-    """A pairs CSV: every row as read (all columns), plus the resolved image paths."""
+    """A pairs CSV: every row as read (all columns), plus the resolved image paths.
+
+    ``lines``: the line of the file each row ends on (blank lines and quoted line breaks
+    counted), for messages that point at a row.
+    """
 
     path: Path
     header: tuple[str, ...]
     rows: tuple[dict, ...]
+    lines: tuple[int, ...] = ()
+
+    def line(self, index: int) -> int:
+        """The file line of row ``index`` (0-based)."""
+        return self.lines[index] if self.lines else index + 2
 
     def paths(self) -> list[tuple[Path, Path]]:
         """(ref, dist) per row, relative paths resolved against the CSV's folder."""
@@ -47,7 +56,8 @@ class PairsFile:
                                        f"a '{column}' column", "Add opinion scores to fit "
                                        "this head, or use --kind label-free"))
         out = []
-        for line, r in enumerate(self.rows, start=2):
+        for i, r in enumerate(self.rows):
+            line = self.line(i)
             try:
                 out.append(float(r[column]))
             except (TypeError, ValueError):
@@ -65,15 +75,29 @@ def read_pairs_file(path: str | os.PathLike) -> PairsFile:
     """Read a CSV with at least ``ref_path`` and ``dist_path`` columns (others are kept).
 
     Raises:
-        ConfigError: the file is missing, lacks a required column or has no rows.
+        ConfigError: the file is missing or not UTF-8 text, a row is not valid CSV, it lacks a
+            required column or has no rows.
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Pairs file '{path}' does not exist. Check the path.")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = tuple(reader.fieldnames or ())
-        rows = tuple(reader)
+        state = "is not a regular file" if path.exists() else "does not exist"
+        raise ConfigError(f"Pairs file '{path}' {state}. Check the path.")
+    rows, lines = [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 BOM
+            reader = csv.DictReader(f)
+            header = tuple(reader.fieldnames or ())
+            for row in reader:
+                rows.append(row)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(describe("Encoding", "pairs file", f"{path}:{_bad_line(path)}",
+                                   f"byte {exc.object[exc.start:exc.start + 1]!r}", "UTF-8 text",
+                                   "Save the CSV as UTF-8")) from None
+    except csv.Error as exc:  # e.g. a field over csv's size limit (an unclosed quote)
+        line = reader.reader.line_num  # DictReader's own line_num lags on an error
+        raise ConfigError(describe("CSV", "pairs file", f"{path}:{line}", str(exc),
+                                   "one pair a row", "Fix the row (a stray quote?)")) from None
     missing = [c for c in PAIR_COLUMNS if c not in header]
     if missing:
         raise ConfigError(describe("Columns", "pairs file", path, list(header),
@@ -81,4 +105,15 @@ def read_pairs_file(path: str | os.PathLike) -> PairsFile:
     if not rows:
         raise ConfigError(describe("Rows", "pairs file", path, 0, "at least one pair",
                                    "List the image pairs to score"))
-    return PairsFile(path, header, rows)
+    return PairsFile(path, header, tuple(rows), tuple(lines))
+
+
+def _bad_line(path: Path) -> int:
+    """The first line of ``path`` that is not UTF-8 (only read again on that error)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0

@@ -178,7 +178,8 @@ def jobs_from_csv(path: str | os.PathLike) -> list[PairJob]:
     job, so it becomes an error row instead of stopping the file."""
     pairs = read_pairs_file(path)
     jobs = []
-    for line, row, (ref, dist) in zip(range(2, len(pairs.rows) + 2), pairs.rows, pairs.paths()):
+    for line, row, (ref, dist) in zip(map(pairs.line, range(len(pairs.rows))), pairs.rows,
+                                      pairs.paths()):
         columns = {k: v for k, v in row.items() if k is not None and k not in PAIR_COLUMNS}
         empty = [c for c in PAIR_COLUMNS if not row.get(c)]
         error = describe("Paths", "pairs row", f"{pairs.path}:{line}", f"an empty {empty[0]}",
