@@ -89,15 +89,15 @@ def read_pairs_file(path: str | os.PathLike) -> PairsFile:
             header = tuple(reader.fieldnames or ())
             for row in reader:
                 rows.append(row)
-                lines.append(reader.line_num)
+                lines.append(reader.reader.line_num)  # the csv reader's: DictReader's lags
     except UnicodeDecodeError as exc:
         raise ConfigError(describe("Encoding", "pairs file", f"{path}:{_bad_line(path)}",
                                    f"byte {exc.object[exc.start:exc.start + 1]!r}", "UTF-8 text",
                                    "Save the CSV as UTF-8")) from None
     except csv.Error as exc:  # e.g. a field over csv's size limit (an unclosed quote)
-        line = reader.reader.line_num  # DictReader's own line_num lags on an error
-        raise ConfigError(describe("CSV", "pairs file", f"{path}:{line}", str(exc),
-                                   "one pair a row", "Fix the row (a stray quote?)")) from None
+        raise ConfigError(describe("CSV", "pairs file", f"{path}:{reader.reader.line_num}",
+                                   str(exc), "one pair a row",
+                                   "Fix the row (a stray quote?)")) from None
     missing = [c for c in PAIR_COLUMNS if c not in header]
     if missing:
         raise ConfigError(describe("Columns", "pairs file", path, list(header),

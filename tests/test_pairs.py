@@ -19,19 +19,19 @@ def _csv(tmp_path: Path, data: bytes) -> Path:
 
 
 def test_rows_know_their_line_past_blank_lines_and_quoted_breaks(tmp_path) -> None:
-    path = _csv(tmp_path, b'ref_path,dist_path,score\n\na.png,b.png,1\n"c\nd.png",e.png,x\n'
+    path = _csv(tmp_path, b'ref_path,dist_path,score\n\na.png,b.png,1\n\n"c\nd.png",e.png,x\n'
                           b"f.png\n")
     pairs = read_pairs_file(path)
-    assert pairs.lines == (3, 5, 6)
+    assert pairs.lines == (3, 6, 7)
     assert pairs.rows[2] == {"ref_path": "f.png", "dist_path": None, "score": None}
-    with pytest.raises(ConfigError, match=rf"Value for pairs file '{path}:5': got 'x'"):
+    with pytest.raises(ConfigError, match=rf"Value for pairs file '{path}:6': got 'x'"):
         pairs.scores()
 
 
 def test_a_short_row_is_an_error_row_with_its_line(tmp_path) -> None:
     from cdiqa.runtime.batch import jobs_from_csv
 
-    path = _csv(tmp_path, b"ref_path,dist_path\n\na.png,b.png\nc.png\n")
+    path = _csv(tmp_path, b"ref_path,dist_path\na.png,b.png\n\nc.png\n")
     jobs = jobs_from_csv(path)
     assert jobs[0].error is None
     assert jobs[1].error.startswith(f"Paths for pairs row '{path}:4': got an empty dist_path")
