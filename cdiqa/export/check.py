@@ -6,6 +6,8 @@ check              passes when
 files              manifest valid, every listed file present with its sha256
 graph:<form>       onnx.checker + strict shape inference pass; inputs/outputs as the manifest
 plugin nodes       one plugin node per masking scale, named and attributed for TensorRT
+graph:maps         (bundles with model.maps.onnx) checker + shape inference, one output per
+                   scale, and its maps sum to the scoring graph's ``sums`` (tolerance("onnx"))
 masking modules    each masking subgraph, run by ONNX Runtime on random and natural pairs,
                    within tolerance("onnx") of cdiqa.masking (float64) on the same e and a
 parity (torch)     ONNX Runtime vs the bundle's checkpoint in torch, same pairs: scores of
@@ -25,8 +27,9 @@ import numpy as np
 
 from cdiqa import _lazy
 from cdiqa.errors import CdiqaError, ShapeError, describe
-from cdiqa.manifest import (FILE_CHECKPOINT, FILE_ONNX, FILE_ONNX_PLUGIN, INPUT_DIST,
-                            INPUT_REF, INPUT_ROI, Manifest, PluginSpec, load_manifest)
+from cdiqa.manifest import (FILE_CHECKPOINT, FILE_ONNX, FILE_ONNX_MAPS, FILE_ONNX_PLUGIN,
+                            INPUT_DIST, INPUT_REF, INPUT_ROI, Manifest, PluginSpec,
+                            load_manifest)
 from cdiqa.masking import features_from_stats
 from cdiqa.tolerances import relative_error, tolerance
 
@@ -63,13 +66,14 @@ class CheckReport:
 
     def table(self):
         """A rich ``Table`` of the items."""
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"{self.bundle} ({self.mode})")
         for col in ("check", "result", "detail"):
             table.add_column(col)
-        for i in self.items:
-            table.add_row(i.name, "[green]ok[/]" if i.ok else "[red]FAIL[/]", i.detail)
+        for i in self.items:  # escaped: rich would eat "[export]" of "install 'cdiqa[export]'"
+            table.add_row(i.name, "[green]ok[/]" if i.ok else "[red]FAIL[/]", escape(i.detail))
         return table
 
 
@@ -91,6 +95,8 @@ def check_bundle(bundle: str | os.PathLike, *, parity: bool = True) -> CheckRepo
         items.append(_attempt(f"graph:{form}", lambda k=key: _graph(manifest, k)))
     items.append(_attempt("plugin nodes", lambda: check_plugin_nodes(
         _lazy.onnx().load(str(manifest.path(FILE_ONNX_PLUGIN))), manifest.plugin)))
+    if FILE_ONNX_MAPS in manifest.files:  # bundles exported before quality maps lack it
+        items.append(_attempt("graph:maps", lambda: _maps_graph(manifest)))
     items.append(_attempt("masking modules", lambda: _masking_check(manifest)))
     use_torch = parity and _lazy.available("torch")
     checks = _parity_checks(manifest) if use_torch else _self_checks(manifest)
@@ -121,6 +127,38 @@ def _graph(manifest: Manifest, key: str) -> str:
         raise ShapeError(describe("Tensors", "graph", manifest.files[key].path, got, want,
                                   "Re-export the bundle"))
     return f"opset {manifest.opset}, {len(proto.graph.node)} nodes, checker + shape inference ok"
+
+
+def _maps_graph(manifest: Manifest) -> str:
+    """The maps graph is well-formed and is what the scoring graph pools."""
+    from cdiqa.export.graph import check_graph
+    from cdiqa.export.maps import map_names
+    from cdiqa.runtime.maps import MapsGraph
+    from cdiqa.runtime.preprocess import full_roi
+
+    ort = _lazy.onnxruntime()
+    proto = _lazy.onnx().load(str(manifest.path(FILE_ONNX_MAPS)))
+    check_graph(proto)
+    want = list(map_names(len(manifest.tiling.strides)))
+    got = [o.name for o in proto.graph.output]
+    if got != want:
+        raise ShapeError(describe("Outputs", "graph", manifest.files[FILE_ONNX_MAPS].path, got,
+                                  want, "Re-export the bundle"))
+    scoring = ort.InferenceSession(str(manifest.path(FILE_ONNX)),
+                                   providers=["CPUExecutionProvider"])
+    graph, worst = MapsGraph(manifest), 0.0
+    for _, ref, dist in parity_pairs():
+        inputs = {INPUT_REF: ref, INPUT_DIST: dist, INPUT_ROI: full_roi(ref.shape[0],
+                                                                          *ref.shape[2:])}
+        maps = graph.run(inputs)
+        sums = np.concatenate([n.sum(axis=(2, 3), dtype=np.float64) for n in maps], axis=1)
+        worst = max(worst, relative_error(sums, scoring.run(["sums"], inputs)[0]))
+    limit = tolerance("onnx").rtol
+    if worst > limit:
+        raise ShapeError(describe("Map sums", "graph", manifest.files[FILE_ONNX_MAPS].path,
+                                  f"relative error {worst:.2e} against the scoring graph's sums",
+                                  f"<= {limit:g}", "Re-export the bundle"))
+    return f"{len(want)} maps, sums within {worst:.1e} of the scoring graph's"
 
 
 def check_plugin_nodes(proto, plugin: PluginSpec) -> str:

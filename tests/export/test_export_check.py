@@ -22,7 +22,7 @@ def test_report_with_torch(tiny_bundle: Path) -> None:
     report = check_bundle(tiny_bundle)
     assert report.ok and report.mode == "torch parity", report.to_dict()
     names = [i.name for i in report.items]
-    assert names == ["files", "graph:portable", "graph:plugin", "plugin nodes",
+    assert names == ["files", "graph:portable", "graph:plugin", "plugin nodes", "graph:maps",
                      "masking modules", "parity:scores"]
 
 
@@ -42,6 +42,19 @@ def test_altered_file_is_reported(tiny_bundle: Path, tmp_path: Path) -> None:
     assert not report.ok
     assert report.items[0].name == "files"
     assert "sha256 for bundle file 'model.plugin.onnx'" in report.items[0].detail
+
+
+def test_a_bundle_without_maps_is_checked_without_that_item(tiny_bundle: Path,
+                                                            tmp_path: Path) -> None:
+    from cdiqa.manifest import FILE_ONNX_MAPS, MANIFEST_FILE
+
+    copy = tmp_path / "old"
+    shutil.copytree(tiny_bundle, copy)
+    raw = json.loads((copy / MANIFEST_FILE).read_text())
+    (copy / raw["files"].pop(FILE_ONNX_MAPS)["path"]).unlink()
+    (copy / MANIFEST_FILE).write_text(json.dumps(raw))
+    report = check_bundle(copy, parity=False)
+    assert report.ok and "graph:maps" not in [i.name for i in report.items], report.to_dict()
 
 
 def test_cli(tiny_bundle: Path, tmp_path: Path) -> None:
