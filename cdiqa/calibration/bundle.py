@@ -311,6 +311,7 @@ def calibrate(bundle: str | os.PathLike, config: CalibConfig,
     t0 = time.perf_counter()
     bundle = Path(bundle)
     manifest = load_manifest(bundle, verify=True)
+    manifest.path(FILE_CHECKPOINT)  # the base of every adaptation: ManifestError if unlisted
     check_writable(bundle)
     if config.from_cache:
         return rebuild_from_cache(bundle, config, progress)
