@@ -111,3 +111,18 @@ def test_swap_does_not_collide_with_an_old_folder_of_the_same_pid(tmp_path):
         replace_dir(new, b)
         assert (b / "manifest.json").read_text() == text
     assert _leftovers(b) == [left.name]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_named_and_no_staging_is_left(tmp_path):
+    b = _bundle(tmp_path)
+    secret = b / "profiles" / "natural.json"
+    secret.chmod(0)
+    try:
+        with pytest.raises(ManifestError, match=r"Copy for bundle entry '.*natural\.json': got "
+                                                r"Permission denied"):
+            with staged(b, "calib") as tmp:
+                copy_bundle(b, tmp)
+    finally:
+        secret.chmod(0o644)
+    assert _leftovers(b) == []
