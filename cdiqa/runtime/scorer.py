@@ -178,8 +178,14 @@ class Scorer:
         v = 0 (docs/runtime.md). Runs the bundle's maps graph (FP32, ONNX Runtime on CPU,
         opened on first use), in tiles if this scorer tiles. Inputs as for ``score``.
 
+        >>> with Scorer.load() as scorer:                    # doctest: +SKIP
+        ...     qmap = scorer.quality_map("ref.png", "dist.png")
+        >>> qmap.shape, float(qmap.min())                    # doctest: +SKIP
+        ((384, 512), 0.0)
+
         Raises:
             ManifestError: a bundle exported before quality maps (re-export it).
+            ConfigError: a domain adapted by ``iqa-export calibrate`` (no maps graph of its own).
         """
         from cdiqa.runtime.maps import MapsGraph, combine_maps, map_weights, tiled_maps
 
