@@ -690,8 +690,14 @@ class _Handlers:
         """Decode and submit every pair in one worker-thread call (Pillow and the image
         checks stay off the event loop), then wait for all scores until ``deadline``."""
         loop = asyncio.get_running_loop()
-        futures = await loop.run_in_executor(self.service.executor, self._submit_all, domain,
-                                             data, many, deadline)
+        job = loop.run_in_executor(self.service.executor, self._submit_all, domain, data, many,
+                                   deadline)
+        job.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen if abandoned
+        try:  # decoding counts against the deadline; left running, the job queues nothing new
+            futures = await asyncio.wait_for(asyncio.shield(job),
+                                             max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise self._timeout() from None
         waiting = [asyncio.wrap_future(f) for f in futures]
         try:
             results = await asyncio.wait_for(asyncio.gather(*waiting),
@@ -699,10 +705,7 @@ class _Handlers:
         except (asyncio.TimeoutError, Abandoned):
             for f in futures:  # queued pairs go now; a running one stops at its next tile
                 f.cancel()
-            raise ApiError(504, "timeout", describe(
-                "Duration", "request", "score", f"over {self.config.timeout} s",
-                f"an answer within {self.config.timeout} s",
-                "Retry later, send fewer pairs, or raise the server's --timeout")) from None
+            raise self._timeout() from None
         except CdiqaError as exc:
             raise ApiError(422, "unprocessable_image", str(exc)) from None
         return [round(float(s), 7) for s in results]
@@ -723,8 +726,10 @@ class _Handlers:
         self._admit(pixels)
         futures: list = []
         try:
-            pairs = [(decode_image(ref, rn, max_pixels), decode_image(dist, dn, max_pixels))
-                     for (ref, dist), (rn, dn) in zip(data, names)]
+            pairs = []
+            for (ref, dist), (rn, dn) in zip(data, names):
+                pairs.append((self._decode_in_time(ref, rn, deadline),
+                              self._decode_in_time(dist, dn, deadline)))
             for i, (ref, dist) in enumerate(pairs):
                 futures.append(self.service.submit(domain, ref, dist, str(i) if many else "",
                                                    deadline))
@@ -735,6 +740,19 @@ class _Handlers:
             raise
         release_when_done(self.service.pixels, pixels, futures)
         return futures
+
+    def _decode_in_time(self, data: bytes, name: str, deadline: float | None) -> np.ndarray:
+        """``decode_image``, unless the request has timed out (a decode is not stopped once
+        begun, but the next one is not started: its answer is already a 504)."""
+        if deadline is not None and time.monotonic() > deadline:
+            raise self._timeout()
+        return decode_image(data, name, self.config.max_pixels)
+
+    def _timeout(self) -> ApiError:
+        return ApiError(504, "timeout", describe(
+            "Duration", "request", "score", f"over {self.config.timeout} s",
+            f"an answer within {self.config.timeout} s",
+            "Retry later, send fewer pairs, or raise the server's --timeout"))
 
     def _admit(self, pixels: int) -> None:
         """Take ``pixels`` from the in-flight budget: 413 if they could never fit, 503 with
