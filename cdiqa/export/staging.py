@@ -79,9 +79,11 @@ def remove_stale(out: Path) -> list[Path]:
         path = out.parent / name
         found.append(path)
         if parts[0] == "old" and not os.path.lexists(out):
-            with contextlib.suppress(OSError):  # another run may restore it first
+            try:
                 os.replace(path, out)
                 continue
+            except OSError:  # another run restored it, or wrote ``out``, meanwhile: stale
+                pass
         shutil.rmtree(path, ignore_errors=True)
     return found
 
