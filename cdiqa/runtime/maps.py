@@ -78,11 +78,17 @@ def _upsample(grid: np.ndarray, stride: int, size: tuple[int, int]) -> np.ndarra
     return np.pad(up, pad, mode="edge") if any(p[1] for p in pad) else up
 
 
+#: default top of the colour scale: this percentile of the map, not its maximum (a map's
+#: largest values are a few isolated pixels, which would leave the rest of the image dark)
+TOP_PERCENTILE = 99.5
+
+
 def colour_map(qmap: np.ndarray, vmax: float | None = None) -> np.ndarray:
-    """uint8 (H, W, 3) image of ``qmap`` through ``INFERNO``: 0 black, ``vmax`` (None: the
-    map's maximum) and above the brightest colour. An all-zero map is all black."""
+    """uint8 (H, W, 3) image of ``qmap`` through ``INFERNO``: 0 black, ``vmax`` and above the
+    brightest colour. ``vmax`` None: the map's ``TOP_PERCENTILE`` percentile (its maximum if
+    that is 0). An all-zero map is all black."""
     qmap = np.asarray(qmap, np.float64)
-    top = float(qmap.max(initial=0.0)) if vmax is None else float(vmax)
+    top = _top(qmap) if vmax is None else float(vmax)
     if not np.isfinite(top) or top < 0:
         raise ConfigError(describe("vmax", "quality map", "vmax", vmax, "a finite value >= 0",
                                    "Pass None to scale by the map's maximum"))
@@ -92,6 +98,13 @@ def colour_map(qmap: np.ndarray, vmax: float | None = None) -> np.ndarray:
     frac = (pos - lo)[..., None]
     rgb = INFERNO[lo] * (1 - frac) + INFERNO[lo + 1] * frac
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _top(qmap: np.ndarray) -> float:
+    if not qmap.size:
+        return 0.0
+    top = float(np.percentile(qmap, TOP_PERCENTILE))
+    return top if top > 0 else float(qmap.max())
 
 
 def write_map_png(path, qmap: np.ndarray, vmax: float | None = None):

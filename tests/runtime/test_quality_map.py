@@ -140,6 +140,9 @@ def test_colour_map_runs_black_to_the_table_top() -> None:
     assert image[0, 1].tolist() == INFERNO[4].tolist()
     assert image[0, 2].tolist() == image[0, 3].tolist() == INFERNO[-1].tolist()
     assert colour_map(np.array([[0.0, 3.0]]))[0, 1].tolist() == INFERNO[-1].tolist()  # max
+    spiky = np.ones((40, 40))
+    spiky[0, 0] = 1e3  # one outlier does not leave the rest dark: the top is a percentile
+    assert colour_map(spiky)[20, 20].tolist() == INFERNO[-1].tolist()
     assert (colour_map(np.zeros((2, 2))) == INFERNO[0]).all()  # identical images: all dark
     with pytest.raises(ConfigError, match="vmax"):
         colour_map(np.zeros((2, 2)), vmax=float("nan"))
