@@ -208,6 +208,10 @@ class Scorer:
         out = self.session.infer(inputs)
         return out[OUTPUT_SUMS], out[OUTPUT_SUMSQ], out[OUTPUT_COUNTS]
 
+    def tiled(self, size: tuple[int, int]) -> bool:
+        """Whether an image of ``size`` (H, W) is scored in tiles by this scorer."""
+        return self._tiles(size) is not None
+
     def _tiles(self, size: tuple[int, int]):
         if self.tile is None or max(size) <= self.tile + 2 * self.halo:
             return None

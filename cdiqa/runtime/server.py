@@ -289,19 +289,25 @@ class Service:
             "Domain", "request", field, repr(domain), f"one of {domains}",
             f"Did you mean '{near[0]}'?" if near else "Use one of them"), field)
 
-    def stream(self, domain: str):
-        """The ``StreamScorer`` of ``domain`` (created on first use; the session is shared)."""
+    def stream(self, domain: str, large: bool = False):
+        """The ``StreamScorer`` of ``domain`` (created on first use; the session is shared).
+
+        ``large``: the stream of pairs scored in tiles, one pair at a time on a worker of
+        its own, so that a large pair (up to ``timeout`` seconds of tiles) does not hold up
+        the micro-batches of small pairs behind it.
+        """
         from cdiqa.runtime.server_metrics import ObservedScorer
         from cdiqa.runtime.stream import StreamScorer
 
         with self._lock:
-            if domain not in self._streams:
+            if (domain, large) not in self._streams:
                 scorer = (self.scorer if domain == self.scorer.domain
                           else self.scorer.with_domain(domain))
-                self._streams[domain] = StreamScorer(
-                    ObservedScorer(scorer, self.metrics), max_batch=self.config.max_batch,
+                self._streams[(domain, large)] = StreamScorer(
+                    ObservedScorer(scorer, self.metrics),
+                    max_batch=1 if large else self.config.max_batch,
                     max_wait=self.config.max_wait, max_queue=self.config.max_queue)
-            return self._streams[domain]
+            return self._streams[(domain, large)]
 
     def submit(self, domain: str, ref: np.ndarray, dist: np.ndarray, field: str = "",
                deadline: float | None = None):
@@ -310,7 +316,9 @@ class Service:
         from cdiqa.runtime.stream import QueueFull, StreamClosed
 
         try:
-            future = self.stream(domain).submit(ref, dist, block=False, deadline=deadline)
+            large = self.scorer.tiled(ref.shape[:2])
+            future = self.stream(domain, large).submit(ref, dist, block=False,
+                                                       deadline=deadline)
         except QueueFull:
             raise ApiError(503, "queue_full", describe(
                 "Queue", "server", domain, f"{self.config.max_queue} pairs waiting",
