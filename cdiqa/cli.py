@@ -41,8 +41,10 @@ def echo_json(obj) -> None:
 
 @contextmanager
 def progress(description: str, total: int | None = None, unit: str | None = None) -> Iterator:
-    """A rich progress bar on stderr; yields ``advance(n=1)``. ``unit``: also show the mean
-    rate, e.g. "12.3 pairs/s"."""
+    """A rich progress bar on stderr; yields ``advance(n=1, total=None, *, done=None,
+    stage=None)``: ``n`` more done, or ``done`` in all; ``stage`` is shown after the
+    description. ``unit``: also show the mean rate, e.g. "12.3 pairs/s". Where stderr is not
+    a terminal, rich draws the bar once, at the end."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -51,15 +53,24 @@ def progress(description: str, total: int | None = None, unit: str | None = None
                   TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total, rate="")
 
-        def advance(n: int = 1, total: int | None = None) -> None:
+        def advance(n: int = 1, total: int | None = None, *, done: int | None = None,
+                    stage: str | None = None) -> None:
             if total is not None:
                 bar.update(task, total=total)
-            bar.advance(task, n)
+            if stage is not None:
+                bar.update(task, description=f"{description}: {stage}")
+            bar.advance(task, n) if done is None else bar.update(task, completed=done)
             if unit:
                 t = bar.tasks[task]
                 bar.update(task, rate=f"{t.completed / max(t.elapsed or 0, 1e-9):.1f} {unit}/s")
 
         yield advance
+
+
+def on_steps(advance):
+    """The library's ``progress(stage, done, total)`` (``cdiqa._progress``) drawn by ``advance``
+    of ``progress``."""
+    return lambda stage, done, total: advance(done=done, total=total, stage=stage)
 
 
 # ---- commands (each one short; the work lives in the library) ----
@@ -137,7 +148,8 @@ def export_cmd(
                           "Write e.g. --profile medical=head_medical.json.")
     profiles = {d: f for d, _, f in pairs} or None
     config = ExportConfig(opset=opset, default_domain=default_domain, halo=halo)
-    manifest = export_bundle(out, checkpoint, profiles, config)
+    with progress("export") as advance:
+        manifest = export_bundle(out, checkpoint, profiles, config, progress=on_steps(advance))
     typer.echo(f"wrote {out} ({manifest.model_id}; domains {sorted(manifest.domains)})")
 
 
@@ -178,11 +190,21 @@ def bench_cmd(
 
     config = BenchConfig.quick() if quick else BenchConfig()
     config = replace(config, threads=threads, budget_s=budget or config.budget_s)
-    report = run_bench(bundle, config)
+    with progress("bench") as advance:
+        report = run_bench(bundle, config, progress=on_steps(advance), on_rows=_echo_timings)
     if json_out:
         echo_json(report.to_dict())
     else:
         Console().print(report.table())
+
+
+def _echo_timings(rows) -> None:
+    """One case of ``bench`` on stderr as soon as it is timed (the table comes at the end)."""
+    torch_rate = next((t.pairs_per_s for t in rows if t.engine == "torch"), None)
+    for t in rows:
+        ratio = f"{t.pairs_per_s / torch_rate:5.2f}x torch" if torch_rate else ""
+        typer.echo(f"{t.case.label:>9} b{t.case.batch:<2} {t.engine:<30} {t.pairs_per_s:8.2f} "
+                   f"pairs/s  p50 {t.p50_ms:7.1f} ms  p99 {t.p99_ms:7.1f} ms  {ratio}", err=True)
 
 
 @app.command("serve")
@@ -276,7 +298,8 @@ def train_cmd(
     cfg = TrainConfig(refs=str(refs) if refs else None, builtin=builtin, seed=seed,
                       kinds=kinds, domain=domain, model=ModelConfig.named(frontend), **extra)
     with progress("train", cfg.steps) as advance:
-        result = train(cfg, out, resume=resume, progress=lambda s, n, logs: advance(1))
+        result = train(cfg, out, resume=resume, progress=lambda s, n, logs: advance(
+            done=s, total=n, stage=f"loss {logs['total']:.4f}"))
     typer.echo(f"wrote {result.checkpoint} ({result.steps} steps, {result.seconds:.0f} s)")
 
 

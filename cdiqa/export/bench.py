@@ -17,8 +17,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from cdiqa import _lazy
+from cdiqa._progress import DONE, Progress, stepper
 from cdiqa.errors import CdiqaError
 from cdiqa.manifest import (FILE_CHECKPOINT, FILE_ONNX, INPUT_DIST, INPUT_REF, INPUT_ROI,
                             load_manifest)
@@ -127,29 +129,56 @@ class BenchReport:
         return d
 
 
-def run_bench(bundle: str | os.PathLike | None = None, config: BenchConfig | None = None
-              ) -> BenchReport:
+def run_bench(bundle: str | os.PathLike | None = None, config: BenchConfig | None = None,
+              progress: Progress | None = None,
+              on_rows: Callable[[list[Timing]], None] | None = None) -> BenchReport:
     """Measure PyTorch eager and ONNX Runtime on ``bundle`` (None: export the default model
-    to a temporary bundle first)."""
+    to a temporary bundle first).
+
+    Args:
+        progress: ``progress(stage, done, total)`` as each step starts (the runtime's memory,
+            the graph's cost and the timing of every case, then the machine's references),
+            and once at the end (``cdiqa._progress``); without a bundle, the export's steps
+            come first ("export: ...", counted on their own).
+        on_rows: called with the timings of each case (one per engine) as soon as it is timed.
+    """
     config = config or BenchConfig()
     if bundle is None:
         with tempfile.TemporaryDirectory(prefix="cdiqa-bench-") as tmp:
             from cdiqa.export.bundle import export_bundle
 
-            export_bundle(Path(tmp) / "bundle")
-            return run_bench(Path(tmp) / "bundle", config)
+            export_bundle(Path(tmp) / "bundle", progress=progress and (
+                lambda stage, done, total: progress(f"export: {stage}", done, total)))
+            return run_bench(Path(tmp) / "bundle", config, progress, on_rows)
     manifest = load_manifest(bundle)
-    runtime_peak = {f"{c.label} b{c.batch}": _runtime_peak_rss(str(bundle), c, config.threads)
-                    for c in config.cases()}
-    timings = _time_all(manifest, config)
-    costs = {c.label: graph_cost(manifest.path(FILE_ONNX), c.height, c.width)
-             for c in config.cases()}
+    cases = config.cases()
+    names = {c: f"{c.label} b{c.batch}" for c in cases}
+    step = stepper(progress, {f"{kind} {names[c]}": 1 for c in cases
+                              for kind in ("memory", "cost", "timing")}
+                   | {"sgemm": 1, "import time": 1})
+    time_case = _case_timer(manifest, config)
+    runtime_peak, costs, timings = {}, {}, []
+    for case in cases:
+        step(f"memory {names[case]}")
+        runtime_peak[names[case]] = _runtime_peak_rss(str(bundle), case, config.threads)
+        step(f"cost {names[case]}")
+        if case.label not in costs:
+            costs[case.label] = graph_cost(manifest.path(FILE_ONNX), case.height, case.width)
+        step(f"timing {names[case]}")
+        rows = time_case(case)
+        timings += rows
+        if on_rows is not None:
+            on_rows(rows)
+    step("sgemm")
+    sgemm = sgemm_gflops(config.threads)
+    step("import time")
+    import_ms = runtime_import_ms()
+    step(DONE)
     return BenchReport(machine=machine(config.threads),
                        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        bundle=str(bundle), timings=tuple(timings),
                        runtime_peak_mb=runtime_peak, process_peak_mb=peak_rss_mb(),
-                       import_ms=runtime_import_ms(), costs=costs,
-                       sgemm_gflops=sgemm_gflops(config.threads))
+                       import_ms=import_ms, costs=costs, sgemm_gflops=sgemm)
 
 
 def graph_cost(path: str | os.PathLike, height: int, width: int) -> GraphCost:
@@ -201,8 +230,9 @@ def sgemm_gflops(threads: int | None, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _time_all(manifest, config: BenchConfig) -> list[Timing]:
-    """PyTorch eager and every runtime engine of the bundle, interleaved, case by case."""
+def _case_timer(manifest, config: BenchConfig) -> Callable[[Case], list[Timing]]:
+    """``time_case(case)``: PyTorch eager and every runtime engine of the bundle, interleaved;
+    the model and the sessions are loaded once, here."""
     from cdiqa.model.network import load_model
 
     torch = _lazy.torch()
@@ -210,8 +240,8 @@ def _time_all(manifest, config: BenchConfig) -> list[Timing]:
         torch.set_num_threads(config.threads)
     model = load_model(manifest.path(FILE_CHECKPOINT))
     engines = runtime_engines(str(manifest.root), config.threads)
-    out = []
-    for case in config.cases():
+
+    def time_case(case: Case) -> list[Timing]:
         feed = case_feed(case)
         tensors = [torch.from_numpy(feed[k]) for k in (INPUT_REF, INPUT_DIST, INPUT_ROI)]
 
@@ -221,8 +251,9 @@ def _time_all(manifest, config: BenchConfig) -> list[Timing]:
 
         calls = {"torch": eager}
         calls.update({name: (lambda infer=infer: infer(feed)) for name, infer in engines.items()})
-        out += time_engines(calls, case, budget_s=config.budget_s, min_calls=config.min_calls)
-    return out
+        return time_engines(calls, case, budget_s=config.budget_s, min_calls=config.min_calls)
+
+    return time_case
 
 
 def _runtime_peak_rss(bundle: str, case: Case, threads: int | None) -> float:

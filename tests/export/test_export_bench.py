@@ -19,7 +19,7 @@ def test_quick_bench_json(tiny_bundle: Path) -> None:
     result = CliRunner().invoke(app, ["bench", str(tiny_bundle), "--quick", "--json",
                                       "--threads", "1"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # progress and rows go to stderr
     rows = {(t["case"]["batch"], t["engine"]): t for t in report["timings"]}
     assert set(rows) == {(b, e) for b in (1, 2) for e in ("torch", "onnxruntime")}
     for t in rows.values():
@@ -29,6 +29,28 @@ def test_quick_bench_json(tiny_bundle: Path) -> None:
     assert report["machine"]["threads"] == 1 and report["machine"]["cores"] >= 1
     assert report["runtime_peak_mb"]["128x96 b2"] > 0 and report["import_ms"] > 0
     assert report["costs"]["128x96"]["gflop"] > 0 and report["sgemm_gflops"] > 0
+
+
+def test_progress_and_rows_as_each_case_finishes(tiny_bundle: Path) -> None:
+    from cdiqa.export.bench import BenchConfig, run_bench
+
+    events = []
+    config = BenchConfig(sizes=((64, 64),), batches=(1, 2), budget_s=0.0, min_calls=1,
+                         threads=1)
+    report = run_bench(tiny_bundle, config, progress=lambda *a: events.append(("step", *a)),
+                       on_rows=lambda rows: events.append(("rows", rows)))
+    steps = [e[1:] for e in events if e[0] == "step"]
+    total = 3 * 2 + 2  # memory, cost and timing of 2 cases; sgemm; import time
+    assert {n for _, _, n in steps} == {total}
+    done = [d for _, d, _ in steps]
+    assert done == sorted(done) and done[0] == 0 and steps[-1] == ("done", total, total)
+    rows = [e[1] for e in events if e[0] == "rows"]
+    assert [[(t.case.batch, t.engine) for t in r] for r in rows] == [
+        [(1, "torch"), (1, "onnxruntime")], [(2, "torch"), (2, "onnxruntime")]]
+    # each case's rows come right after its timing step, before the next case starts
+    kinds = [e[1].split(" ")[0] if e[0] == "step" else "rows" for e in events]
+    assert kinds == ["memory", "cost", "timing", "rows"] * 2 + ["sgemm", "import", "done"]
+    assert list(report.timings) == rows[0] + rows[1]
 
 
 def test_graph_cost_counts_useful_convolution_work(tiny_bundle: Path) -> None:
@@ -49,4 +71,9 @@ def test_quick_bench_table(tiny_bundle: Path) -> None:
     result = CliRunner().invoke(app, ["bench", str(tiny_bundle), "--quick", "--threads", "1",
                                       "--budget", "0.05"])
     assert result.exit_code == 0, result.output
-    assert "onnxruntime" in result.output and "pairs/s" in result.output
+    assert "onnxruntime" in result.stdout and "pairs/s" in result.stdout
+    # rows as each case finishes, and the bar's last state (rich draws it once off a terminal)
+    streamed = [line.split() for line in result.stderr.splitlines() if "pairs/s" in line]
+    assert [(r[0], r[1], r[2]) for r in streamed] == [
+        ("128x96", f"b{b}", e) for b in (1, 2) for e in ("torch", "onnxruntime")]
+    assert "bench: done" in result.stderr and "8/8" in result.stderr

@@ -70,6 +70,18 @@ def test_replaces_only_when_complete(tmp_path: Path, monkeypatch) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
+def test_progress_counts_every_step_up_to_the_total(tmp_path: Path) -> None:
+    model = tiny_model()
+    seen = []
+    export_bundle(tmp_path / "b", model, {"natural": fitted_head(model)},
+                  progress=lambda *a: seen.append(a))
+    total = sum(bundle_mod.EXPORT_STEPS.values())
+    assert [s for s, _, _ in seen] == [*bundle_mod.EXPORT_STEPS, "done"]
+    assert {n for _, _, n in seen} == {total}
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == total
+
+
 def test_refuses_to_overwrite_a_non_bundle(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match=r"Output for bundle .*a folder that is not a bundle"):
@@ -104,8 +116,11 @@ def test_cli_export_parses_profiles(tmp_path: Path, monkeypatch) -> None:
 
     seen = {}
 
-    def fake_export(out, checkpoint, profiles, config):
+    def fake_export(out, checkpoint, profiles, config, progress):
         seen.update(out=out, checkpoint=checkpoint, profiles=profiles, config=config)
+        step = bundle_mod.stepper(progress, bundle_mod.EXPORT_STEPS)
+        for name in (*bundle_mod.EXPORT_STEPS, bundle_mod.DONE):
+            step(name)
         return SimpleNamespace(model_id="cdiqa-x", domains=profiles)
 
     monkeypatch.setattr(cdiqa.export, "export_bundle", fake_export)
@@ -115,5 +130,7 @@ def test_cli_export_parses_profiles(tmp_path: Path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     assert seen["profiles"] == {"natural": "a.json", "medical": "b.json"}
     assert seen["checkpoint"] == Path("m.pt") and seen["config"].halo == 160
+    total = sum(bundle_mod.EXPORT_STEPS.values())
+    assert "export: done" in result.stderr and f"{total}/{total}" in result.stderr
     bad = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "b"), "--profile", "x"])
     assert bad.exit_code != 0 and "expected DOMAIN=HEAD.json" in str(bad.exception)
