@@ -17,7 +17,11 @@ from cdiqa.errors import BackendUnavailable
 # module -> the extra of cdiqa that provides it
 _EXTRAS = {
     "torch": "train",
+    "skimage": "train",
+    "pydicom": "train",
+    "pydicom_data": "train",
     "onnx": "export",
+    "onnxscript": "export",
     "onnxruntime": "runtime",
     "onnxruntime.quantization": "export",
     "tensorrt": "trt",
@@ -45,11 +49,22 @@ def lazy_import(name: str, *, purpose: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        root = name.split(".")[0]
-        extra = _EXTRAS.get(name, _EXTRAS.get(root))
-        who = purpose or f"This feature"
-        hint = f"; install 'cdiqa[{extra}]'" if extra else f"; install '{root}'"
-        raise BackendUnavailable(f"{who} needs '{root}' ({exc}){hint}.") from None
+        raise missing(name, exc, purpose=purpose) from None
+
+
+def extra_of(name: str) -> str | None:
+    """The extra of cdiqa that provides module ``name``; None: not an optional dependency."""
+    return _EXTRAS.get(name, _EXTRAS.get(name.split(".")[0]))
+
+
+def missing(name: str, reason: object, *, purpose: str | None = None,
+            extra: str | None = None) -> BackendUnavailable:
+    """The one-line error for optional module ``name`` that failed to import for ``reason``:
+    what needs it and what to install (``extra``, default: the module's own extra)."""
+    root = name.split(".")[0]
+    extra = extra or extra_of(name)
+    hint = f"; install 'cdiqa[{extra}]'" if extra else f"; install '{root}'"
+    return BackendUnavailable(f"{purpose or 'This feature'} needs '{root}' ({reason}){hint}.")
 
 
 @lru_cache(maxsize=None)

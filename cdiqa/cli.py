@@ -7,7 +7,8 @@ result. Exit codes (set by ``main``, the rule of STYLE.md section 8):
 code  when
 ====  ==========================================================================================
 0     the command did what was asked (``--help`` included)
-1     a user error: a ``CdiqaError`` (its message on one line, no traceback); a failure a
+1     a user error: a ``CdiqaError`` (its message on one line, no traceback); an optional
+      dependency not installed (one line naming the extra to install); a failure a
       command signals with ``typer.Exit(n)``, n != 0 (``check`` of a damaged bundle) or a
       library with ``sys.exit(n)``; a usage error (unknown command or option, bad or missing
       value, no command at all: click alone would exit 2 there, but the user can fix it, so 1);
@@ -24,10 +25,11 @@ import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, NoReturn, Optional
 
 import typer
 
+from cdiqa import _lazy
 from cdiqa.errors import CdiqaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -435,6 +437,8 @@ def fetch_devset_cmd(
     """Fetch the development set's references (Debian packages + scikit-image) into a cache."""
     from cdiqa.model.devset import fetch
 
+    _lazy.lazy_import("skimage", purpose="'iqa-export fetch-devset'")  # before any download
+
     with stage_progress() as advance:
         folder = fetch(out, advance)
     typer.echo(f"wrote {folder}")
@@ -588,17 +592,39 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         code = 1
+    except ModuleNotFoundError as exc:  # an optional dependency a library module imports
+        if _lazy.extra_of(exc.name or "") is None:
+            _exit_bug()
+        typer.echo(f"error: {_missing_extra(exc)}", err=True)
+        code = 1
     except Exception as exc:
         if not _is_usage_error(exc):
-            import traceback
-
-            traceback.print_exc()
-            typer.echo("internal error: this is a bug in cdiqa; please report it with the trace "
-                       "above", err=True)
-            sys.exit(2)
+            _exit_bug()
         exc.show()
         code = 1
     sys.exit(_status(code))
+
+
+#: commands that need more than the extra of the one module found missing
+COMMAND_EXTRAS = {"export": "export", "bench": "export", "calibrate": "train,export"}
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str:
+    """One line for an optional module that is not installed: the command, the module and the
+    extra that brings everything the command needs."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    return str(_lazy.missing(exc.name, exc, purpose=f"'iqa-export {command}'",
+                             extra=COMMAND_EXTRAS.get(command)))
+
+
+def _exit_bug() -> NoReturn:
+    """Print the traceback of the exception being handled and exit 2."""
+    import traceback
+
+    traceback.print_exc()
+    typer.echo("internal error: this is a bug in cdiqa; please report it with the trace above",
+               err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
