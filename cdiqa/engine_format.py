@@ -95,7 +95,7 @@ def check_engine_header(header: EngineHeader, *, trt_version: str, gpu_name: str
     """Refuse an engine built for another TensorRT, GPU, plugin or graph (a pure function).
 
     ``onnx_sha256``: the sha256 of the graph that serves the engine's domain and precision
-    now (``cdiqa.graphs.select_graph``); a recalibrated domain makes an older engine stale.
+    now (``cdiqa.manifest.select_graph``); a recalibrated domain makes an older engine stale.
 
     A version-compatible engine only needs the same TensorRT major version; a
     hardware-compatible one (Ampere and newer) any GPU of compute capability >= 8.0.

@@ -1,4 +1,4 @@
-"""cdiqa.graphs.select_graph: the one rule for which graph serves (domain, precision, form)."""
+"""cdiqa.manifest.select_graph: the one rule for which graph serves (domain, precision, form)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from cdiqa.errors import ConfigError, ManifestError
-from cdiqa.graphs import select_graph
 from cdiqa.manifest import (FILE_NAMES, DomainModels, FileEntry, Manifest, PluginSpec,
-                            Preprocessing, ScoreSpec, TilingSpec, tensor_specs)
+                            Preprocessing, ScoreSpec, TilingSpec, select_graph, tensor_specs)
 
 ROOT = Path("/bundle")
 

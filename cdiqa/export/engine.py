@@ -7,7 +7,7 @@
           ─► plan ─► header + plan ─► bundle/engines/<domain>.<precision>.<sm_XY>.engine
                                     └► manifest.engines["<domain>/<precision>/<sm_XY>"]
 
-Graphs (``cdiqa.graphs.select_graph``, plugin form): FP32 is ``model.plugin.onnx``, or the
+Graphs (``cdiqa.manifest.select_graph``, plugin form): FP32 is ``model.plugin.onnx``, or the
 domain's adapted ``fp32_plugin``, whose masking nodes become the ``CdiqaMasking`` plugin; FP16
 and INT8 are the domain's graphs written by ``iqa-export calibrate`` (FP16 with explicit casts, INT8
 with Q/DQ), built strongly typed so TensorRT runs exactly the precisions written in the graph.
@@ -38,9 +38,8 @@ from cdiqa.errors import ConfigError, KernelError, describe
 from cdiqa.export.engine_cache import (cache_lookup, cache_store, default_cache_dir,
                                        engine_cache_key)
 from cdiqa.gpu import gpu_info
-from cdiqa.graphs import GraphChoice, select_graph
-from cdiqa.manifest import (INPUT_DIST, INPUT_REF, INPUT_ROI, Manifest, file_entry,
-                            load_manifest, save_manifest)
+from cdiqa.manifest import (INPUT_DIST, INPUT_REF, INPUT_ROI, GraphChoice, Manifest, file_entry,
+                            load_manifest, save_manifest, select_graph)
 from cdiqa.masking import MIN_SIZE
 
 Precision = Literal["fp32", "fp16", "int8"]

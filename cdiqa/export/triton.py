@@ -43,8 +43,8 @@ from cdiqa.engine_format import ENGINE_MAGIC, read_engine_header
 from cdiqa.errors import ConfigError, describe
 from cdiqa.export.bundle import check_target
 from cdiqa.export.staging import copy_bundle, replace_dir, staged
-from cdiqa.graphs import GraphChoice, select_graph
-from cdiqa.manifest import DIM_BATCH, INPUT_NAMES, Manifest, TensorSpec, load_manifest
+from cdiqa.manifest import (DIM_BATCH, INPUT_NAMES, GraphChoice, Manifest, TensorSpec,
+                            load_manifest, select_graph)
 from cdiqa.triton_layout import GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE, TRITON_DTYPES
 
 Flavour = Literal["onnxruntime", "tensorrt", "python"]
@@ -72,7 +72,7 @@ class TritonConfig:
             or "python" (one Python-backend model running the whole runtime).
         precision: "fp32"; "fp16"/"int8" through TensorRT (the ONNX model's TensorRT
             accelerator on GPU; int8 needs the domain's Q/DQ graph from ``iqa-export
-            calibrate``). The graph is ``cdiqa.graphs.select_graph``'s for the domain.
+            calibrate``). The graph is ``cdiqa.manifest.select_graph``'s for the domain.
         domain: the head served; None: the bundle's default domain.
         instances: model instances (per GPU with ``gpu``).
         gpu: KIND_GPU instances (else KIND_CPU).

@@ -1,6 +1,6 @@
 """ONNX Runtime backend: runs the bundle's portable ``model.onnx`` on CPU (or CUDA if present).
 
-The graph is the portable one ``cdiqa.graphs.select_graph(manifest, options.domain,
+The graph is the portable one ``cdiqa.manifest.select_graph(manifest, options.domain,
 options.precision)`` names: the bundle's ``model.onnx``, or a calibrated domain's adapted /
 INT8 (Q/DQ) / FP16 graph.
 
@@ -29,8 +29,7 @@ import numpy as np
 
 from cdiqa import _lazy
 from cdiqa.errors import BackendUnavailable, ConfigError, describe
-from cdiqa.graphs import select_graph
-from cdiqa.manifest import Manifest
+from cdiqa.manifest import Manifest, select_graph
 from cdiqa.runtime.backends.base import Session, SessionOptions
 
 

@@ -1,7 +1,7 @@
 """TensorRT backend: runs an engine built by ``iqa-export build`` on an NVIDIA GPU.
 
 The engine file (header + plan) is ``cdiqa.engine_format``; the graph an engine must have
-been built from is ``cdiqa.graphs.select_graph`` (plugin form).
+been built from is ``cdiqa.manifest.select_graph`` (plugin form).
 
 A session binds device buffers through cuda-python (``cuda.bindings.runtime``), copies the
 feed through pinned host buffers on its own stream and runs ``execute_async_v3``; with
@@ -25,8 +25,7 @@ from cdiqa._lazy import require_tensorrt
 from cdiqa.engine_format import check_engine_header, engine_key, plugin_hash, read_engine_header
 from cdiqa.errors import BackendUnavailable, ConfigError, KernelError, ManifestError, describe
 from cdiqa.gpu import cuda_call, cudart, gpu_info
-from cdiqa.graphs import select_graph
-from cdiqa.manifest import Manifest
+from cdiqa.manifest import Manifest, select_graph
 from cdiqa.runtime.backends.base import Session, SessionOptions
 
 #: Environment variable naming a C++ plugin library (libcdiqa_masking_plugin.so) to load
