@@ -156,7 +156,7 @@ def ladder_consistency(bundle) -> str:
     from skimage import data
 
     from cdiqa.manifest import DEFAULT_BUNDLE
-    from cdiqa.model.distortions.kadid import KADID_TYPES, distort
+    from cdiqa.model.distortions import KADID_TYPES, distort
     from cdiqa.runtime import Scorer
 
     ref = data.astronaut()[64:448, :512].astype(np.float32) / 255

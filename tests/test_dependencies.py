@@ -170,3 +170,47 @@ def test_import_cdiqa_pulls_only_the_standard_library() -> None:
             "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
     loaded = set(_child(code).stdout.split()) - {"cdiqa"}
     assert {m for m in loaded if m not in sys.stdlib_module_names} == set()
+
+
+#: import cycles not yet broken (noticed in issue 13; the server's owner's to break)
+KNOWN_CYCLES = [{"cdiqa.runtime.server", "cdiqa.runtime.server_openapi"}]
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while not group or w != v:
+                w = stack.pop()
+                group.add(w)
+            if len(group) > 1:
+                out.append(group)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles() -> None:
+    """No two modules import each other, at any depth and function-level imports included
+    (a lazy import that only dodges a cycle is still one: distortions' kadid <-> domains)."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p
+               for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    graph = {m: {n for n in _imports(p) if n in modules and n != m}
+             for m, p in modules.items()}
+    assert [c for c in _cycles(graph) if c not in KNOWN_CYCLES] == []

@@ -80,7 +80,7 @@ def test_map_mean_is_the_linearised_severity_of_the_score(scorer, ref, pasted) -
 def test_map_mean_rises_with_the_severity_along_a_ladder(scorer, ref, kind) -> None:
     """The default model's consistency claim: along a ladder on which the score falls, the
     map's mean rises, level by level."""
-    from cdiqa.model.distortions.kadid import distort
+    from cdiqa.model.distortions import distort
 
     dists = [distort(ref, kind, level, seed=0) for level in range(1, 6)]
     severity = [-np.log(scorer.score(ref, d)) for d in dists]

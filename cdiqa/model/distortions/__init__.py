@@ -6,9 +6,9 @@
 >>> [distort(img, kind, 2, seed=0).dtype.name for kind in degradations_for("underwater")]
 ['float32', 'float32', 'float32']
 
-- ``kadid.py``: ``KADID_TYPES``, ``kadid_type``, ``distortion_type`` and ``distort`` (which also
-  applies the domain degradations).
+- ``kadid.py``: ``KADID_TYPES``, ``kadid_type``, ``kadid_category``.
 - ``domains.py``: ``DOMAIN_TYPES``, ``DOMAIN_DEGRADATIONS``, ``degradations_for``.
+- ``lookup.py``: ``distortion_type`` and ``distort`` over both (KADID and domain types).
 - ``render.py``: ``render_set`` writes distorted PNGs and ``pairs.csv``; ``read_pairs`` reads it.
 """
 
@@ -17,12 +17,11 @@ from cdiqa.model.distortions.domains import DOMAIN_DEGRADATIONS, DOMAIN_TYPES, d
 from cdiqa.model.distortions.kadid import (
     KADID_CATEGORIES,
     KADID_TYPES,
-    distort,
-    distortion_type,
     jpeg2000_available,
     kadid_category,
     kadid_type,
 )
+from cdiqa.model.distortions.lookup import distort, distortion_type
 from cdiqa.model.distortions.render import PAIRS_COLUMNS, Pair, pair_seed, read_pairs, render_set
 
 __all__ = [

@@ -26,7 +26,7 @@ from cdiqa.errors import ConfigError, describe
 from cdiqa.files import atomic_write
 from cdiqa.images import load_image, save_image
 from cdiqa.model.distortions._util import LEVELS, check_level, check_seed
-from cdiqa.model.distortions.kadid import distort, distortion_type
+from cdiqa.model.distortions.lookup import distort, distortion_type
 
 #: The columns of ``pairs.csv``, in order.
 PAIRS_COLUMNS = ("ref_path", "dist_path", "kind", "level", "seed")
