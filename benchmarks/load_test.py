@@ -26,6 +26,12 @@ What it does, all on loopback (127.0.0.1) and bounded in requests and seconds:
 
 Exit status: 0 when every check passed and micro-batching served more requests/s than
 batch-1 serving, 1 otherwise.
+
+``--faults`` runs the fault-and-load run instead (``load_faults``: concurrent, slow, bomb and
+malformed clients at once, then a SIGTERM with requests in flight); it prints requests
+answered, wrong answers, lost requests and the server's peak RSS, and exits 0 only if no
+answer was wrong or lost, the server exited 0 and its peak RSS stayed under ``--rss-bound``.
+``--write-docs`` then writes the "Serving under faults" section.
 """
 
 from __future__ import annotations
@@ -71,6 +77,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--round-timeout", type=float, default=120.0, help="seconds per round cap")
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--faults", action="store_true", help="the fault-and-load run instead")
+    p.add_argument("--fault-seconds", type=float, default=40.0, help="--faults: load phase")
+    p.add_argument("--slow-clients", type=int, default=4, help="--faults: slow senders")
+    p.add_argument("--timeout", type=float, default=10.0, help="--faults: server --timeout")
+    p.add_argument("--rss-bound", type=float, default=3.5, help="--faults: peak RSS bound, "
+                                                               "GB (docs/serving.md)")
     return p.parse_args(argv)
 
 
@@ -81,9 +93,10 @@ def resolve_bundle(arg: Path | None, tmp: Path) -> tuple[Path, str]:
     """(bundle, words saying which model it is)."""
     if arg is not None:
         return arg, f"bundle {arg}"
-    default = ROOT / "cdiqa" / "assets" / "default"
-    if (default / "manifest.json").is_file():
-        return default, "the default bundled model (cdiqa/assets/default)"
+    from cdiqa.manifest import DEFAULT_BUNDLE
+
+    if (Path(DEFAULT_BUNDLE) / "manifest.json").is_file():
+        return Path(DEFAULT_BUNDLE), "the default bundled model (cdiqa/assets/default/bundle)"
     from cdiqa.export.bundle import export_bundle
     from cdiqa.export.testing import fitted_head
     from cdiqa.model.network import CDIQA, ModelConfig
@@ -137,10 +150,12 @@ def machine_info() -> dict:
 # ---- one round ----
 
 
-def start_server(bundle: Path, max_batch: int, args) -> tuple[subprocess.Popen, str]:
+def start_server(bundle: Path, max_batch: int, args, timeout: float = 60.0
+                 ) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "cdiqa.cli", "serve", str(bundle), "--host", "127.0.0.1",
            "--port", "0", "--backend", "onnxruntime", "--max-batch", str(max_batch),
-           "--max-wait-ms", str(args.max_wait_ms), "--max-queue", "512", "--timeout", "60"]
+           "--max-wait-ms", str(args.max_wait_ms), "--max-queue", "512", "--timeout",
+           str(timeout)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -335,10 +350,82 @@ def section(summary, info: dict, args, model: str, command: str) -> str:
         f"Micro-batching served {gain:.2f}x the requests/s of batch-1 serving.", ""])
 
 
+FAULT_SECTION = "## Serving under faults"
+
+
+def faults_main(args, info: dict, command: str) -> int:
+    """``--faults``: one fault-and-load run, its counts printed (and written with
+    ``--write-docs``)."""
+    from load_faults import run_faults
+
+    with tempfile.TemporaryDirectory(prefix="cdiqa-load-") as tmp:
+        bundle, model = resolve_bundle(args.bundle, Path(tmp))
+        pairs = make_pairs(bundle, args.pairs, tuple(args.size))
+        result = run_faults(bundle, pairs, args)
+    info["load_after"], info["date"] = os.getloadavg(), utc_now()
+    ok = (result["wrong"] == result["lost"] == 0 and result["exit_code"] == 0
+          and 0 < result["peak_rss"] < args.rss_bound * 1e9)
+    lines = [f"requests answered: {result['answered']}", f"wrong answers: {result['wrong']}",
+             f"lost requests: {result['lost']}",
+             f"server peak RSS: {result['peak_rss'] / 1e9:.2f} GB (bound {args.rss_bound} GB)",
+             f"server exit status after SIGTERM: {result['exit_code']}",
+             f"run: {result['seconds']:.0f} s"]
+    for kind, counts in result["status"].items():
+        lines.append(f"{kind}: " + ", ".join(f"{k}: {v}" for k, v in sorted(
+            counts.items(), key=lambda kv: str(kv[0]))))
+    print("\n".join(lines + result["wrong_examples"] + result["lost_examples"]))
+    if args.write_docs:
+        replace_section(DOCS, FAULT_SECTION, fault_section(lines, info, args, model, command))
+        print(f"wrote the {FAULT_SECTION[3:]} section of {DOCS}")
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def cpu_flags() -> str:
+    """The SIMD flags that decide ONNX Runtime's kernels (AVX2, AVX-512, VNNI), from
+    /proc/cpuinfo; "unknown" elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = set(next((l.split(":", 1)[1].split() for l in text.splitlines()
+                      if l.startswith("flags")), []))
+    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI",
+             "avx_vnni": "AVX-VNNI"}
+    return ", ".join(v for k, v in names.items() if k in flags) or "none of AVX2/AVX-512/VNNI"
+
+
+def fault_section(lines: list[str], info: dict, args, model: str, command: str) -> str:
+    return "\n".join([
+        FAULT_SECTION, "",
+        "`benchmarks/load_test.py --faults` (`benchmarks/load_faults.py`): one `iqa-export\n"
+        "serve` on loopback under normal clients (every score checked against the in-process\n"
+        "score and its request id), slow senders, 38 KB bombs of 6000x6600 (40 MP decoded),\n"
+        "header-only bombs, malformed requests, then a SIGTERM with requests in flight.\n"
+        "Server defaults otherwise: `max_pixels` 64 MP, in-flight budget 128 MP (2 x\n"
+        "`max_pixels`), tiles of 512. Wrong: a score off the in-process one by more than\n"
+        "`tolerance(\"served_score\")`, another request id, or a non-200 answer to a normal\n"
+        "request; lost: written, never answered. The peak RSS is the server's VmHWM.", "",
+        f"- date: {info['date']}",
+        f"- machine: {info['cpu']} ({cpu_flags()}), {info['cores']} cores (shared; load "
+        f"average before {info['load_before'][0]:.2f}, after {info['load_after'][0]:.2f}), "
+        f"Python {info['python']}, clients on the same machine; server ONNX Runtime threads "
+        f"{args.threads or 'default (all cores)'}",
+        f"- model: {model}",
+        f"- workload: {args.clients} normal clients, {args.slow_clients} slow clients, 2 bomb "
+        f"and 2 header-bomb clients, 2 malformed-request clients for {args.fault_seconds:.0f} "
+        f"s, server --timeout {args.timeout:g}, {args.pairs} distinct {args.size[0]}x"
+        f"{args.size[1]} PNG pairs",
+        f"- command: `{command}`", "",
+        *[f"- {line}" for line in lines], ""])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     info = machine_info()
     command = command_line(__file__, argv)
+    if args.faults:
+        return faults_main(args, info, command)
     with tempfile.TemporaryDirectory(prefix="cdiqa-load-") as tmp:
         bundle, model = resolve_bundle(args.bundle, Path(tmp))
         pairs = make_pairs(bundle, args.pairs, tuple(args.size))
