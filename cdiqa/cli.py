@@ -452,7 +452,9 @@ def build_cmd(
     min_shape: Optional[str] = typer.Option(None, help="Smallest BxHxW (default 1x64x64)."),
     opt_shape: Optional[str] = typer.Option(None, help="Tuned-for BxHxW (default 1x384x512)."),
     max_shape: Optional[str] = typer.Option(None, help="Largest BxHxW (default 8x1088x1920)."),
-    profile: Optional[str] = typer.Option(None, help="MIN:OPT:MAX instead of the three shapes."),
+    shapes: Optional[str] = typer.Option(None, help="MIN:OPT:MAX instead of the three shapes."),
+    old_profile: Optional[str] = typer.Option(None, "--profile", hidden=True,
+                                              help="Deprecated spelling of --shapes."),
     version_compatible: bool = typer.Option(False, "--version-compatible",
                                             help="Runs on later TensorRT of the same major."),
     hardware_compatible: bool = typer.Option(False, "--hardware-compatible",
@@ -464,8 +466,11 @@ def build_cmd(
     """Build a TensorRT engine for this GPU into the bundle (needs TensorRT and a GPU)."""
     from cdiqa.export.engine import BuildConfig, engine_from_bundle, profile_from_options
 
+    if old_profile is not None:  # --profile names a domain head in `export`
+        typer.echo("note: build --profile is deprecated; use --shapes", err=True)
+        shapes = shapes or old_profile
     config = BuildConfig(precision=precision, domain=domain,
-                         profile=profile_from_options(profile, min_shape, opt_shape, max_shape),
+                         profile=profile_from_options(shapes, min_shape, opt_shape, max_shape),
                          version_compatible=version_compatible,
                          hardware_compatible=hardware_compatible,
                          timing_cache=str(timing_cache) if timing_cache else None,

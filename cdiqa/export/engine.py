@@ -93,24 +93,24 @@ def parse_profile(text: str) -> ShapeProfile:
     """``"1x64x64:4x384x512:8x1088x1920"`` (min:opt:max) -> ``ShapeProfile``."""
     parts = text.split(":")
     if len(parts) != 3:
-        raise ConfigError(describe("Profile", "option", "--profile", repr(text), "MIN:OPT:MAX",
+        raise ConfigError(describe("Profile", "option", "--shapes", repr(text), "MIN:OPT:MAX",
                                    "Write e.g. 1x64x64:4x384x512:8x1088x1920"))
-    return ShapeProfile(*(parse_shape(p, "--profile") for p in parts)).check()
+    return ShapeProfile(*(parse_shape(p, "--shapes") for p in parts)).check()
 
 
-def profile_from_options(profile: str | None = None, min_shape: str | None = None,
+def profile_from_options(shapes: str | None = None, min_shape: str | None = None,
                          opt_shape: str | None = None, max_shape: str | None = None
                          ) -> ShapeProfile:
-    """The profile of ``--profile MIN:OPT:MAX`` or of ``--min/opt/max-shape`` (not both);
+    """The profile of ``--shapes MIN:OPT:MAX`` or of ``--min/opt/max-shape`` (not both);
     a shape not given keeps ``ShapeProfile``'s default."""
-    shapes = {"min": min_shape, "opt": opt_shape, "max": max_shape}
-    if profile is not None:
-        if any(shapes.values()):
-            raise ConfigError(describe("Options", "command", "build", "--profile and "
+    each = {"min": min_shape, "opt": opt_shape, "max": max_shape}
+    if shapes is not None:
+        if any(each.values()):
+            raise ConfigError(describe("Options", "command", "build", "--shapes and "
                                        "--min/--opt/--max-shape", "one of the two forms",
-                                       "Pass either --profile or the three shapes"))
-        return parse_profile(profile)
-    given = {k: parse_shape(v, f"--{k}-shape") for k, v in shapes.items() if v}
+                                       "Pass either --shapes or the three shapes"))
+        return parse_profile(shapes)
+    given = {k: parse_shape(v, f"--{k}-shape") for k, v in each.items() if v}
     return replace(ShapeProfile(), **given).check()
 
 

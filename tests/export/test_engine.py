@@ -106,6 +106,26 @@ def test_cli_build_without_tensorrt_exits_1(tiny_bundle: Path, monkeypatch, caps
     assert len(err.splitlines()) == 1 and err.startswith("error: " + NO_TRT)
 
 
+@pytest.mark.parametrize("flag", ["--shapes", "--profile"])
+def test_cli_build_shapes_option(tiny_bundle: Path, monkeypatch, capsys, flag: str) -> None:
+    """``--shapes`` is the optimization profile (``--profile`` names a domain head in
+    ``export``); the old spelling still works, hidden, with a note."""
+    from cdiqa.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["iqa-export", "build", str(tiny_bundle), flag, "1x64x64"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: Profile for option '--shapes': got '1x64x64', expected MIN:OPT:MAX" in err
+    assert ("build --profile is deprecated; use --shapes" in err) == (flag == "--profile")
+    monkeypatch.setattr(sys, "argv", ["iqa-export", "build", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--shapes" in out and "--profile" not in out
+
+
 @pytest.mark.trt
 @pytest.mark.gpu
 def test_build_fp32_engine_on_this_gpu(tiny_bundle: Path, tmp_path: Path) -> None:
