@@ -120,13 +120,13 @@ class MapsGraph:
 
     def __init__(self, manifest: Manifest, domain: str | None = None,
                  threads: int | None = None) -> None:
+        path = maps_path(manifest, domain)  # an old bundle's message first
         ort = _lazy.onnxruntime()
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.inter_op_num_threads = 1
         if threads is not None:
             so.intra_op_num_threads = int(threads)
-        path = maps_path(manifest, domain)
         self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self._session.get_outputs()]
 
