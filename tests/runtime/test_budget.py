@@ -278,3 +278,24 @@ def test_mutated_files_decode_or_raise_image_errors(data):
     except ImageError:
         return
     _check_image(image)
+
+
+# ---- the CLI ----
+
+
+def test_score_cli_holds_images_to_max_pixels(tmp_path):
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(big)
+    cmd = [sys.executable, "-m", "cdiqa.cli", "score", str(big), str(big)]
+    out = subprocess.run(cmd + ["--max-pixels", "6000"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "got 80x80 (6400 pixels), expected at most 6000 pixels" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = subprocess.run(cmd + ["--max-pixels", "0"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1 and "Option for pixel budget 'max_pixels'" in out.stderr, \
+        out.stderr
