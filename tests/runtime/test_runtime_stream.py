@@ -231,3 +231,31 @@ def test_fixed_reference_with_the_real_scorer(tiny_bundle: Path,
     np.testing.assert_allclose(got, [scorer.score(natural_image, f) for f in frames], rtol=0,
                                atol=tolerance("onnx_score").atol)
     assert got[0] == 1.0
+
+
+def test_items_past_their_deadline_are_abandoned_unscored():
+    from cdiqa.errors import Abandoned
+
+    class Entered(FakeScorer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = threading.Event()
+
+        def score_pairs(self, pairs, **kw):
+            self.entered.set()
+            return super().score_pairs(pairs)
+
+    scorer = Entered()
+    scorer.gate.clear()
+    with StreamScorer(scorer, max_wait=0) as stream:
+        first = stream.submit(*_pair(0.25))
+        assert scorer.entered.wait(10)  # the worker holds the first item in score_pairs
+        deadline = time.monotonic() + 0.05
+        late = stream.submit(*_pair(0.5), deadline=deadline)
+        while time.monotonic() <= deadline:
+            time.sleep(0.01)
+        scorer.gate.set()
+        assert first.result(10) == pytest.approx(0.25)
+        with pytest.raises(Abandoned, match="Deadline for stream item 'submit'"):
+            late.result(10)
+    assert scorer.batches == [1]  # the late item never reached the scorer
