@@ -19,7 +19,8 @@ kind           severity g(x)                                           fitted on
 label_free     pca:      max(0, w . x) / tau                           unlabeled pairs
                energy:   sqrt(w . x²) / tau   (w >= 0 per feature)
                whitened: ||x W|| / tau        (W: D x m whitening)
-few_shot       max(0, beta . (x P))        (P: D x m, from label-free)  k labelled pairs
+few_shot       energy: beta_0 sqrt(w' . x²) (w': label-free w,       k labelled pairs
+                       re-weighted per block); ridge: max(0, beta . (x P))
 supervised     max(0, a . h),  h = tanh(x W + b) - tanh(b)              opinion scores
 =============  ======================================================  ======================
 
@@ -171,26 +172,49 @@ class LabelFreeHead(Head):
 
 @dataclass(frozen=True, eq=False)
 class FewShotHead(Head):
-    """Ridge regression of the rescaled opinion score on reduced features ``x P``."""
+    """Few-shot severity, in one of two forms (``form``):
+
+    - "energy" (what ``fit_few_shot`` fits): g = beta_0 sqrt(w . x²), the label-free energy
+      with its weights w >= 0 re-weighted per block by the labelled pairs' ranking;
+    - "ridge": g = max(0, beta . (x P)), a ridge regression on reduced features x P.
+    """
 
     projection: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     coef: np.ndarray = field(default_factory=lambda: np.zeros(0))
     mos_range: tuple[float, float] = (1.0, 5.0)
+    form: Literal["ridge", "energy"] = "ridge"
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
     kind: ClassVar[str] = "few_shot"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "projection", np.asarray(self.projection, np.float64))
-        object.__setattr__(self, "coef", np.asarray(self.coef, np.float64))
+        for name in ("projection", "coef", "weights"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), np.float64))
+        if self.form == "energy":
+            ok = (self.weights.shape == (self.dim,) and np.all(self.weights >= 0)
+                  and self.coef.shape == (1,) and self.coef[0] > 0)
+            if not ok:
+                raise ConfigError(describe("Weights", "head", self.kind, self.weights.shape,
+                                           f"({self.dim},) weights >= 0 and one coef > 0",
+                                           "Refit the head"))
+            return
+        if self.form != "ridge":
+            raise ConfigError(describe("Form", "head", self.kind, self.form,
+                                       "'energy' or 'ridge'", "Refit the head"))
         m = self.coef.shape[0] if self.coef.ndim == 1 else -1
         if self.projection.shape != (self.dim, m):
             raise ConfigError(describe("Projection", "head", self.kind, self.projection.shape,
                                        (self.dim, m), "Refit the head"))
 
     def _severity(self, x: np.ndarray) -> np.ndarray:
+        if self.form == "energy":
+            return self.coef[0] * np.sqrt((x * x) @ self.weights)
         return np.maximum((x @ self.projection) @ self.coef, 0.0)
 
     def _params(self) -> dict:
+        if self.form == "energy":
+            return {"form": "energy", "weights": self.weights, "coef": self.coef,
+                    "mos_range": list(self.mos_range)}
         return {"projection": self.projection, "coef": self.coef,
                 "mos_range": list(self.mos_range)}
 
@@ -226,7 +250,7 @@ class SupervisedHead(Head):
 #: kind -> (class, {field: ndim}) for ``load_head``
 _KINDS: dict[str, tuple[type[Head], dict[str, int]]] = {
     "label_free": (LabelFreeHead, {}),
-    "few_shot": (FewShotHead, {"projection": 2, "coef": 1}),
+    "few_shot": (FewShotHead, {"coef": 1}),
     "supervised": (SupervisedHead, {"w1": 2, "b1": 1, "w2": 1}),
 }
 
@@ -254,6 +278,10 @@ def load_head(d: dict) -> Head:
                   weights=_array(d, "weights", 2 if method == "whitened" else 1))
     else:
         kw["mos_range"] = tuple(float(x) for x in d.get("mos_range", (1.0, 5.0)))
+    if kind == "few_shot":
+        kw["form"] = d.get("form", "ridge")
+        kw.update({"weights": _array(d, "weights", 1)} if kw["form"] == "energy"
+                  else {"projection": _array(d, "projection", 2)})
     try:
         return cls(**kw)
     except ConfigError as exc:

@@ -21,6 +21,7 @@ def _heads(rng: np.random.Generator) -> list:
         LabelFreeHead(scale=scale, weights=rng.uniform(0, 1, D), method="energy", tau=0.3),
         LabelFreeHead(scale=scale, weights=rng.normal(size=(D, 3)), method="whitened"),
         FewShotHead(scale=scale, projection=rng.normal(size=(D, 4)), coef=rng.normal(size=4)),
+        FewShotHead(scale=scale, form="energy", weights=rng.uniform(0, 1, D), coef=[0.8]),
         SupervisedHead(scale=scale, transform="identity", w1=rng.normal(size=(D, 5)),
                        b1=rng.normal(size=5), w2=rng.normal(size=5)),
     ]
@@ -32,10 +33,10 @@ def heads(rng):
 
 
 def _ids():
-    return ["pca", "energy", "whitened", "few_shot", "supervised"]
+    return ["pca", "energy", "whitened", "few_shot", "few_shot_energy", "supervised"]
 
 
-@pytest.mark.parametrize("i", range(5), ids=_ids())
+@pytest.mark.parametrize("i", range(6), ids=_ids())
 def test_identical_images_score_exactly_one_even_inside_a_batch(rng, i):
     head = _heads(rng)[i]
     v = np.abs(rng.normal(size=(6, D)))
@@ -45,7 +46,7 @@ def test_identical_images_score_exactly_one_even_inside_a_batch(rng, i):
     assert head.severity(np.zeros((1, D)))[0] == 0.0
 
 
-@pytest.mark.parametrize("i", range(5), ids=_ids())
+@pytest.mark.parametrize("i", range(6), ids=_ids())
 def test_scores_lie_in_unit_interval_and_fall_with_severity(rng, i):
     head = _heads(rng)[i]
     v = np.abs(rng.normal(size=(200, D))) * rng.uniform(0, 50, (200, 1))
@@ -63,7 +64,7 @@ def test_energy_head_falls_along_every_ray_from_the_origin(rng):
     assert q[0] == 1.0 and np.all(np.diff(q) < 0)
 
 
-@pytest.mark.parametrize("i", range(5), ids=_ids())
+@pytest.mark.parametrize("i", range(6), ids=_ids())
 def test_to_dict_round_trips_through_json(rng, i):
     head = _heads(rng)[i]
     v = np.abs(rng.normal(size=(7, D)))

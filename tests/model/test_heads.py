@@ -62,6 +62,31 @@ def test_few_shot_head_learns_from_k_labels(train_set, test_set, k):
     assert np.median(np.abs(q - (mos - 1) / 4)) < 0.15
 
 
+def test_few_shot_ranking_downweights_a_block_the_labels_contradict(test_set):
+    """Two blocks of features: the first tracks the severity, the second is noise that the
+    label-free energy weighs alike. 50 labels teach the few-shot head to trust the first;
+    with an overwhelming prior it stays the label-free head."""
+    rng = np.random.default_rng(5)
+    n = 400
+    s = rng.uniform(0.02, 1.0, n)
+    v = np.concatenate([(s[:, None] ** 2) * rng.lognormal(0, 0.1, (n, D // 2)),
+                        rng.lognormal(-2, 1.0, (n, D // 2))], axis=1)
+    mos = 5 - 4 * s
+    lab = rng.choice(n // 2, 50, replace=False)
+    held = np.arange(n // 2, n)
+    free = fit.fit_label_free(v[: n // 2], pooling="both")
+    w = fit.energy_weights(D, None, "both")
+    few = fit.fit_few_shot(v[: n // 2], v[lab], mos[lab], weights=w)
+    stiff = fit.fit_few_shot(v[: n // 2], v[lab], mos[lab], weights=w, prior=1e6)
+    assert few.form == "energy" and few.score(np.zeros((1, D)))[0] == 1.0
+    assert few.weights[: D // 2].sum() > 2 * few.weights[D // 2:].sum()
+    assert (metrics.srcc(few.score(v[held]), mos[held])
+            > metrics.srcc(free.score(v[held]), mos[held]) + 0.05)
+    assert np.allclose(stiff.weights, w / w.sum(), rtol=1e-3)  # the label-free weights
+    back = load_head(few.to_dict())
+    np.testing.assert_array_equal(back.score(v[held]), few.score(v[held]))
+
+
 def test_supervised_head_fits_and_generalizes(train_set, test_set):
     head = fit.fit_supervised(*train_set, steps=300)
     v, mos = test_set
