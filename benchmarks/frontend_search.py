@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +27,21 @@ from _report import command_line, machine, utc_now  # noqa: E402
 
 def variants():
     """name -> (ModelConfig, label-free weights or None for the head's block default)."""
-    from cdiqa.model.network import PYRAMID_BANDS, ModelConfig
+    from cdiqa.model.network import PYRAMID_BANDS, PYRAMID_V1, ModelConfig
 
-    base = ModelConfig.pyramid()
-    luma_only = np.array(base.energy_weights())
-    chroma = np.tile(np.repeat([k == "chroma" for k, _ in PYRAMID_BANDS], 2), 2)
-    luma_only[chroma] = 0
+    def pyramid(bands):
+        cfg = ModelConfig.pyramid(bands)
+        return cfg, cfg.energy_weights()
+
+    first, added = PYRAMID_BANDS[:5], PYRAMID_BANDS[5:]
     return {
-        "pyramid (default)": (base, base.energy_weights()),
-        "head: block weights, deviations only": (base, None),
-        "no chroma": (base, tuple(luma_only)),
-        "window k = 3": (replace(base, window=3), base.energy_weights()),
-        "activity from the reference only": (replace(base, activity="reference"),
-                                             base.energy_weights()),
+        "pyramid (default, 9 bands)": pyramid(PYRAMID_BANDS),
+        "first pyramid (5 bands, 2026-12-01)": pyramid(PYRAMID_V1),
+        "first pyramid, head block weights": (ModelConfig.pyramid(PYRAMID_V1), None),
+        "without chroma /16": pyramid(first + added[1:]),
+        "without the similarity bands": pyramid(first + added[:1]),
+        "first pyramid, activity from both images": pyramid(
+            [(k, st, "both", mw, sw) for k, st, _, mw, sw in PYRAMID_V1]),
     }
 
 

@@ -42,10 +42,10 @@ def maps_module(model):
         def forward(self, ref, dist):
             m = self.model
             r, d = m.codes(ref), m.codes(dist)
-            both = m.cfg.activity == "both"
-            return tuple(mod(dd - dr, cr, masking_map, cd if both else None)
-                         for mod, cr, cd, dr, dd in zip(m.masking, r.content, d.content,
-                                                        r.degradation, d.degradation))
+            return tuple(mod(dd - dr, cr, masking_map, cd if act == "both" else None)
+                         for mod, cr, cd, dr, dd, act in zip(m.masking, r.content, d.content,
+                                                             r.degradation, d.degradation,
+                                                             m.cfg.activities))
 
     return MapsModule().eval()
 

@@ -5,7 +5,10 @@ bands are the masking scales (docs/model.md has the measurements that chose it):
 
     R, D ──► YIQ ──► 2x2 mean ──► /2: luma Scharr (dx, dy)
                  ──► 2x2 mean ──► /4: luma (dx, dy)      /4: chroma (I, Q)
-                 ──► 2x2 mean ──► /8: luma (dx, dy)      /8: chroma (I, Q)     (5 bands, φ)
+                 ──► 2x2 mean ──► /8: luma (dx, dy)      /8: chroma (I, Q)
+                 ──► 2x2 mean ──►                       /16: chroma (I, Q)    (φ)
+    each band masked by the reference's activity, and /2 luma, /4 luma, /8 chroma also by
+    both images' (the similarity form): 9 masking scales (``PYRAMID_BANDS``)
 
 The conv trunk (``frontend="fixed"`` or ``"learned"``)::
 
@@ -37,16 +40,30 @@ from cdiqa.model import masking as tm
 _OPPONENT = ((0.06, 0.63, 0.27), (0.30, 0.04, -0.35), (0.34, -0.60, 0.17))
 # NTSC YIQ (HaarPSI's colour space): luma and two chroma axes
 _YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-#: pyramid bands: (kind, stride); luma bands hold Scharr (dx, dy), chroma bands (I, Q)
-PYRAMID_BANDS = (("luma", 2), ("luma", 4), ("chroma", 4), ("luma", 8), ("chroma", 8))
-#: channels of each pyramid band
-PYRAMID_CHANNELS = (2,) * len(PYRAMID_BANDS)
+#: pyramid bands: (kind, stride, activity, mean weight, std weight). Luma bands hold Scharr
+#: (dx, dy) of Y, chroma bands (I, Q). activity: the masking's content activity from the
+#: reference alone ("reference", n = e² / (σ² + φ_R²), METHOD.md) or from both images
+#: ("both", GMSD's and HaarPSI's similarity form, bounded). The weights are the label-free
+#: energy's per pooling (mean, std), chosen on the tune split (docs/model.md): the first five
+#: bands are the 2026-12-01 pyramid, the last four added chroma at /16 and the similarity
+#: forms of /2, /4 (for spatial and colour distortions).
+PYRAMID_BANDS: tuple[tuple[str, int, str, float, float], ...] = (
+    ("luma", 2, "reference", 0.0, 1.0), ("luma", 4, "reference", 0.0, 1.0),
+    ("chroma", 4, "reference", 0.25, 0.0), ("luma", 8, "reference", 0.0, 1.0),
+    ("chroma", 8, "reference", 0.25, 0.0), ("chroma", 16, "reference", 1.0, 0.0),
+    ("luma", 2, "both", 0.0, 0.5), ("luma", 4, "both", 1.0, 0.0),
+    ("chroma", 8, "both", 0.1, 0.0))
+#: the five bands of the first pyramid (checkpoints without ``bands`` have these, with their
+#: one ``activity``)
+PYRAMID_V1 = tuple((k, st, "reference", *w) for k, st, w in (
+    ("luma", 2, (0.0, 1.0)), ("luma", 4, (0.0, 1.0)), ("chroma", 4, (0.25, 0.0)),
+    ("luma", 8, (0.0, 1.0)), ("chroma", 8, (0.25, 0.0))))
+#: channels of every pyramid band
+PYRAMID_BAND_CHANNELS = 2
 #: pyramid σ² per kind: luma GMSD's c (170 on 0..255 for the magnitude, halved per component),
 #: chroma 130 on 0..255 (docs/model.md)
 PYRAMID_SIGMA2 = {"luma": 85 / 255 ** 2, "chroma": 130 / 255 ** 2}
-#: pyramid label-free weights per kind: (mean, std) pooling; luma by deviation (GMSD's
-#: pooling), chroma by its mean at a quarter of the weight (measured on the tune split)
-PYRAMID_POOLING = {"luma": (0.0, 1.0), "chroma": (0.25, 0.0)}
+ACTIVITIES = ("reference", "both")
 
 
 @dataclass(frozen=True)
@@ -54,10 +71,11 @@ class ModelConfig:
     """Architecture of the network. Saved in every checkpoint and bundle.
 
     The defaults are the conv trunk (``frontend="fixed"``); ``ModelConfig.pyramid()`` is the
-    fixed multi-scale front end that the default model uses: it fixes ``channels`` (2 per
-    band), the strides and the initial σ, with ``window`` 1 and the reference's activity, what
-    measured best on the tune split (``benchmarks/frontend_search.py``). Checkpoints written
-    before ``activity`` existed load as the trunk they are.
+    fixed multi-scale front end that the default model uses: its ``bands`` (``PYRAMID_BANDS``)
+    fix the channels (2 per band), strides, initial σ, activity and label-free weights, with
+    ``window`` 1, what measured best on the tune split (``benchmarks/frontend_search.py``).
+    Checkpoints written before ``activity`` existed load as the trunk they are; pyramid
+    checkpoints written before ``bands`` existed as the five bands of ``PYRAMID_V1``.
     """
 
     channels: tuple[int, ...] = (32, 64, 96, 128)
@@ -69,15 +87,18 @@ class ModelConfig:
     #: (docs/model.md: 0.25 / 0.5 beat 1 / 1 by ~0.04 label-free SRCC at initialisation)
     dc_weight: float = 0.25
     chroma_weight: float = 0.5
-    #: content activity a of the masking: from the reference's content code only (METHOD.md;
-    #: the default), or the sum of both images' (the similarity form of GMSD/HaarPSI, which
-    #: bounds n; measured 0.833 vs 0.847 tune SRCC for the pyramid)
+    #: content activity of the trunk's masking (and of pre-``bands`` pyramids): from the
+    #: reference's content code only (METHOD.md; the default), or the sum of both images'
     activity: Literal["reference", "both"] = "reference"
+    #: pyramid bands (``PYRAMID_BANDS``); empty for the trunk
+    bands: tuple[tuple[str, int, str, float, float], ...] = ()
 
     @classmethod
-    def pyramid(cls) -> "ModelConfig":
+    def pyramid(cls, bands=PYRAMID_BANDS) -> "ModelConfig":
         """The default model's architecture: the fixed pyramid (docs/model.md)."""
-        return cls(channels=PYRAMID_CHANNELS, frontend="pyramid", window=1)
+        bands = tuple(tuple(b) for b in bands)
+        return cls(channels=(PYRAMID_BAND_CHANNELS,) * len(bands), frontend="pyramid",
+                   window=1, bands=bands)
 
     @classmethod
     def named(cls, frontend: str) -> "ModelConfig":
@@ -92,24 +113,42 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from cdiqa.errors import ConfigError, describe
 
-        if self.frontend == "pyramid" and tuple(self.channels) != PYRAMID_CHANNELS:
+        if self.frontend != "pyramid":
+            return
+        want = (PYRAMID_BAND_CHANNELS,) * len(self.bands)
+        if not self.bands or tuple(self.channels) != want:
             raise ConfigError(describe("Channels", "model config", "pyramid", self.channels,
-                                       PYRAMID_CHANNELS,
-                                       "The pyramid's bands have 2 channels each"))
+                                       want, "Build it with ModelConfig.pyramid(bands)"))
+        for b in self.bands:
+            ok = (len(b) == 5 and b[0] in PYRAMID_SIGMA2 and b[1] in (2, 4, 8, 16)
+                  and b[2] in ACTIVITIES and min(b[3], b[4]) >= 0 and b[3] + b[4] > 0)
+            if not ok:
+                raise ConfigError(describe("Band", "model config", "pyramid", b,
+                                           "(luma|chroma, 2|4|8|16, reference|both, "
+                                           "mean weight >= 0, std weight >= 0)",
+                                           "Fix the band"))
 
     @property
     def strides(self) -> tuple[int, ...]:
         """Stride of each masking scale (band) relative to the input image."""
-        return (tuple(st for _, st in PYRAMID_BANDS) if self.frontend == "pyramid"
+        return (tuple(b[1] for b in self.bands) if self.frontend == "pyramid"
                 else TRUNK_STRIDES[:len(self.channels)])
+
+    @property
+    def activities(self) -> tuple[str, ...]:
+        """Content activity of each masking scale: "reference" or "both"."""
+        if self.frontend == "pyramid":
+            return tuple(b[2] for b in self.bands)
+        return (self.activity,) * len(self.channels)
 
     def energy_weights(self) -> tuple[float, ...] | None:
         """Per-feature weights of the label-free energy (v = [means, stds]); None: the
         head's default (every (pooling, scale) block alike, deviations only)."""
         if self.frontend != "pyramid":
             return None
-        mean = [PYRAMID_POOLING[k][0] / 2 for k, _ in PYRAMID_BANDS for _ in range(2)]
-        std = [PYRAMID_POOLING[k][1] / 2 for k, _ in PYRAMID_BANDS for _ in range(2)]
+        n = PYRAMID_BAND_CHANNELS
+        mean = [b[3] / n for b in self.bands for _ in range(n)]
+        std = [b[4] / n for b in self.bands for _ in range(n)]
         return tuple(mean + std)
 
     def head_layout(self) -> dict:
@@ -127,19 +166,25 @@ class ModelConfig:
         """Inverse of ``to_dict``."""
         d = dict(d)
         d["channels"] = tuple(d["channels"])
+        if d.get("frontend") == "pyramid" and "bands" not in d:
+            d["bands"] = tuple((*b[:2], d.get("activity", "reference"), *b[3:])
+                               for b in PYRAMID_V1)
+        d["bands"] = tuple(tuple(b) for b in d.get("bands", ()))
         return cls(**d)
 
 
 class PyramidEncoder(nn.Module):
-    """φ of ``frontend="pyramid"``: fixed YIQ bands at /2, /4, /8 (``PYRAMID_BANDS``).
+    """φ of ``frontend="pyramid"``: fixed YIQ bands at /2 to /16 (``ModelConfig.bands``).
 
     Nothing is learned here: HaarPSI, MDSI and GMSD, the strongest training-free metrics on
     KADID-like distortions, compare exactly such fine-scale luma gradients and coarse chroma
-    (they filter a 2x-downsampled image too). Replicate padding keeps flat borders flat.
+    (they filter a 2x-downsampled image too). Replicate padding keeps flat borders flat. A
+    band listed twice (two activities) is the same map.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bands) -> None:
         super().__init__()
+        self.bands = tuple((k, st) for k, st, *_ in bands)
         self.register_buffer("colour", torch.tensor(_YIQ).view(3, 3, 1, 1))
         sx = torch.tensor([[3.0, 0, -3], [10, 0, -10], [3, 0, -3]]) / 16
         self.register_buffer("gradients", torch.stack([sx, sx.t()]).unsqueeze(1))
@@ -148,12 +193,15 @@ class PyramidEncoder(nn.Module):
         y = F.conv2d(x, self.colour)
         luma, chroma = y[:, :1], y[:, 1:]
         bands = {}
-        for stride in (2, 4, 8):
+        for stride in (2, 4, 8, 16):
+            if stride > max(st for _, st in self.bands):
+                break
             luma, chroma = F.avg_pool2d(luma, 2), F.avg_pool2d(chroma, 2)
-            bands[("luma", stride)] = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"),
-                                              self.gradients)
+            if ("luma", stride) in self.bands:
+                bands[("luma", stride)] = F.conv2d(
+                    F.pad(luma, (1, 1, 1, 1), mode="replicate"), self.gradients)
             bands[("chroma", stride)] = chroma
-        return [bands[b] for b in PYRAMID_BANDS]
+        return [bands[b] for b in self.bands]
 
 
 class FixedFrontEnd(nn.Module):
@@ -300,12 +348,12 @@ class CDIQA(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
         pyramid = cfg.frontend == "pyramid"
-        self.encoder = PyramidEncoder() if pyramid else Encoder(cfg)
+        self.encoder = PyramidEncoder(cfg.bands) if pyramid else Encoder(cfg)
         ch = cfg.channels
         self.content_heads = nn.ModuleList(nn.Conv2d(c, c, 1) for c in ch)
         self.degradation_heads = nn.ModuleList(nn.Conv2d(c, c, 1) for c in ch)
         self.decoders = nn.ModuleList(Decoder(c) for c in ch)
-        sigmas = ([PYRAMID_SIGMA2[k] ** 0.5 for k, _ in PYRAMID_BANDS] if pyramid
+        sigmas = ([PYRAMID_SIGMA2[b[0]] ** 0.5 for b in cfg.bands] if pyramid
                   else [0.1] * len(ch))
         self.masking = nn.ModuleList(Masking(c, cfg.window, cfg.gamma_init, s, pyramid)
                                      for c, s in zip(ch, sigmas))
@@ -334,7 +382,7 @@ class CDIQA(nn.Module):
         for s, (mask_mod, cr, dr, dd) in enumerate(
                 zip(self.masking, ref.content, ref.degradation, dist.degradation)):
             weight = roi_mask(roi, size, self.cfg.strides[s], dd.shape)
-            c_dist = dist.content[s] if self.cfg.activity == "both" else None
+            c_dist = dist.content[s] if self.cfg.activities[s] == "both" else None
             st = mask_mod(dd - dr if weight is None else (dd - dr) * weight, cr, op, c_dist)
             sums.append(st[:, 0])
             sumsq.append(st[:, 1])

@@ -68,7 +68,7 @@ def test_network_stats_match_the_numpy_reference_on_its_own_codes(model, pair):
         stats = model.stats_from_codes(cr, cd, None, tuple(ref.shape[2:]))
         for s, m in enumerate(model.masking):
             e = (cd.degradation[s] - cr.degradation[s]).double().numpy()
-            both = model.cfg.activity == "both"
+            both = model.cfg.activities[s] == "both"
             a = m.activity(cr.content[s], cd.content[s] if both else None).double().numpy()
             want = ref_masking.masking_stats(e, a, m.gamma.double().numpy(),
                                              m.sigma.double().numpy(), m.window)
@@ -164,21 +164,21 @@ def test_files_that_are_not_checkpoints_are_config_errors(tmp_path, make, got):
 # ---- the pyramid (the default model's architecture) ----------------------------------------
 
 
-@pytest.mark.parametrize("activity", ["reference", "both"])
-def test_pyramid_codes_start_as_the_bands_and_mask_by_their_activity(pair, activity):
+def test_pyramid_codes_start_as_the_bands_and_mask_by_their_activity(pair):
     """At initialisation e = φ(D) - φ(R) and, with k = 1, γ = 2, the masked map is
-    (φ_D - φ_R)² / (σ² + φ_R²), or / (σ² + φ_R² + φ_D²) with both images' activity: GMSD's
-    "1 - similarity" per channel, bounded by 2 however strong the distortion."""
-    from dataclasses import replace
-
-    from cdiqa.model.network import PYRAMID_BANDS, PYRAMID_SIGMA2
+    (φ_D - φ_R)² / (σ² + φ_R²), or / (σ² + φ_R² + φ_D²) for a band with both images'
+    activity: GMSD's "1 - similarity" per channel, bounded by 2 however strong the
+    distortion."""
+    from cdiqa.model.network import PYRAMID_SIGMA2
 
     ref, dist = pair
-    model = CDIQA(replace(ModelConfig.pyramid(), activity=activity)).eval()
+    model = CDIQA(ModelConfig.pyramid()).eval()
+    assert set(model.cfg.activities) == {"reference", "both"}
     with torch.no_grad():
         bands_r, bands_d = model.encoder(ref), model.encoder(dist)
         cr, cd = model.codes(ref), model.codes(dist)
-        for s, (kind, stride) in enumerate(PYRAMID_BANDS):
+        for s, (kind, stride, activity, *_) in enumerate(model.cfg.bands):
+            assert bands_r[s].shape[2] == ref.shape[2] // stride
             assert torch.allclose(cr.degradation[s], bands_r[s], atol=1e-6)
             r, d = bands_r[s].double(), bands_d[s].double()
             act = r * r + d * d if activity == "both" else r * r
@@ -192,27 +192,36 @@ def test_pyramid_codes_start_as_the_bands_and_mask_by_their_activity(pair, activ
             assert activity == "reference" or got.max() < 2.0
 
 
-def test_pyramid_label_free_weights_pool_luma_by_deviation_and_chroma_by_mean():
-    from cdiqa.model.network import PYRAMID_BANDS
-
+def test_pyramid_label_free_weights_come_from_the_bands():
     cfg = ModelConfig.pyramid()
     w = np.asarray(cfg.energy_weights())
     d = sum(cfg.channels)
     assert w.shape == (2 * d,) and np.all(w >= 0)
-    kinds = np.repeat([k for k, _ in PYRAMID_BANDS], 2)
-    mean, std = w[:d], w[d:]
-    assert np.all(mean[kinds == "luma"] == 0) and np.all(std[kinds == "chroma"] == 0)
-    assert np.all(mean[kinds == "chroma"] > 0) and np.all(std[kinds == "luma"] > 0)
+    mean, std = w[:d].reshape(-1, 2), w[d:].reshape(-1, 2)
+    for s, (_, _, _, mw, sw) in enumerate(cfg.bands):
+        assert np.all(mean[s] == mw / 2) and np.all(std[s] == sw / 2)
     assert ModelConfig().energy_weights() is None  # the trunk keeps the head's default
 
 
 def test_pyramid_config_is_checked_and_round_trips():
+    import json
+
     from cdiqa.errors import ConfigError
+    from cdiqa.model.network import PYRAMID_V1
 
     cfg = ModelConfig.pyramid()
-    assert ModelConfig.from_dict(cfg.to_dict()) == cfg == ModelConfig.named("pyramid")
-    assert cfg.strides == (2, 4, 4, 8, 8) and ModelConfig().strides == (4, 8, 16, 32)
+    back = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg == ModelConfig.named("pyramid")
+    assert cfg.strides == (2, 4, 4, 8, 8, 16, 2, 4, 8) and ModelConfig().strides == (4, 8, 16, 32)
+    # a pyramid checkpoint from before ``bands``: its five bands, its one activity
+    old = {k: v for k, v in cfg.to_dict().items() if k != "bands"}
+    old.update(channels=[2] * 5, activity="both")
+    v1 = ModelConfig.from_dict(old)
+    assert v1.strides == tuple(b[1] for b in PYRAMID_V1) and set(v1.activities) == {"both"}
+    assert CDIQA(v1).feature_dim == 20
     with pytest.raises(ConfigError, match="Channels for model config 'pyramid'"):
         ModelConfig(channels=(8, 8, 8, 8), frontend="pyramid")
+    with pytest.raises(ConfigError, match="Band for model config 'pyramid'"):
+        ModelConfig.pyramid(bands=[("luma", 3, "reference", 0.0, 1.0)])
     with pytest.raises(ConfigError, match="Front end for option 'frontend': got bogus"):
         ModelConfig.named("bogus")
