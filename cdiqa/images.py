@@ -22,7 +22,7 @@ is decoded or converted. Files are checked from their header, before any pixel i
 arrays from their shape before they are copied; above it ``ImageTooLarge`` is raised. Pillow's
 own decompression-bomb check (``PIL.Image.MAX_IMAGE_PIXELS``, refusing above 2x ~89 MP)
 comes out as the same ``ImageTooLarge``, so a header-only bomb gets one answer whatever its
-size.
+size; a budget above Pillow's limit is refused (``pixel_budget``), so this budget decides.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def pixel_budget(max_pixels: int | None = None) -> int:
     """``max_pixels``, or ``MAX_PIXELS`` for None (the one place the default is resolved).
 
     Raises:
-        ConfigError: not a positive integer.
+        ConfigError: not a positive integer, or above Pillow's own decompression-bomb
+            limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``, ~179 MP), where Pillow, not this
+            budget, would decide.
     """
     if max_pixels is None:
         return MAX_PIXELS
@@ -54,6 +56,14 @@ def pixel_budget(max_pixels: int | None = None) -> int:
         raise ConfigError(describe("Option", "pixel budget", "max_pixels", repr(max_pixels),
                                    "a positive integer (pixels per image)",
                                    f"Pass e.g. {MAX_PIXELS}, or None for the default"))
+    from PIL import Image
+
+    pillow = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+    if pillow is not None and max_pixels > pillow:
+        raise ConfigError(describe("Option", "pixel budget", "max_pixels", max_pixels,
+                                   f"at most {pillow} (2 x PIL.Image.MAX_IMAGE_PIXELS, above "
+                                   "which Pillow refuses files itself)", "Lower it, or raise "
+                                   "PIL.Image.MAX_IMAGE_PIXELS in the application first"))
     return max_pixels
 
 

@@ -92,6 +92,8 @@ def test_the_budget_is_the_callers_or_the_documented_default():
     for bad in (0, -1, 1.5, True, "64e6"):
         with pytest.raises(ConfigError, match="Option for pixel budget 'max_pixels'"):
             pixel_budget(bad)
+    with pytest.raises(ConfigError, match=r"expected at most \d+ \(2 x PIL.Image.MAX_IMAGE_"):
+        pixel_budget(2 * Image.MAX_IMAGE_PIXELS + 1)  # Pillow would decide, not the budget
 
 
 def test_arrays_are_checked_by_shape_before_any_copy(scorer):
