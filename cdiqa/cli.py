@@ -333,7 +333,8 @@ def score_cmd(
                                                               "matching relative paths."),
     bundle: Optional[Path] = typer.Option(None, help="Bundle; default: the bundled model."),
     domain: Optional[str] = typer.Option(None, help="Domain profile; default: the bundle's."),
-    precision: str = typer.Option("fp32", help="fp32, or a calibrated domain's int8/fp16."),
+    precision: str = typer.Option("fp32", help="fp32, a calibrated domain's int8/fp16, or "
+                                  "auto (the fastest that passed its gate, timed here)."),
     tile: Optional[int] = typer.Option(None, help="Score images larger than this in tiles."),
     max_pixels: Optional[int] = typer.Option(None, help="Most pixels per image, checked from "
                                                         "the header; default 64 MP."),
@@ -389,6 +390,47 @@ def score_cmd(
         raise typer.Exit(1)
 
 
+@app.command("score-video")
+def score_video_cmd(
+    ref: str = typer.Argument(..., help="Reference video: a file, or a URL FFmpeg reads."),
+    dist: str = typer.Argument(..., help="Distorted video, paired with REF frame by frame."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Per-frame scores: OUT.csv or "
+                                                           "OUT.jsonl."),
+    offset: int = typer.Option(0, help="Pair reference frame i with distorted frame i + N "
+                                       "(N < 0: skip -N reference frames)."),
+    every: int = typer.Option(1, help="Score every Nth frame pair (all are decoded)."),
+    scale: bool = typer.Option(False, "--scale", help="Resize distorted frames of another "
+                                                      "size to the reference's (else error)."),
+    shortest: bool = typer.Option(False, "--shortest", help="Score the overlap when the frame "
+                                                            "counts differ (else error)."),
+    batch: int = typer.Option(1, help="Pairs per inference call (CPU: 1 is fastest)."),
+    bundle: Optional[Path] = typer.Option(None, help="Bundle; default: the bundled model."),
+    domain: Optional[str] = typer.Option(None, help="Domain profile; default: the bundle's."),
+    precision: str = typer.Option("fp32", help="fp32, a calibrated domain's int8/fp16, or "
+                                  "auto (the fastest that passed its gate, timed here)."),
+    tile: Optional[int] = typer.Option(None, help="Score frames larger than this in tiles."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads; default: all cores."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Score a distorted video against its reference frame by frame (PyAV: the video extra):
+    per-frame rows to --out, and the pooled mean, harmonic mean, 5th percentile, minimum and
+    worst frames. Different frame counts or sizes are errors unless --shortest or --scale."""
+    from cdiqa.runtime.batch import ScorerConfig, output_format
+    from cdiqa.runtime.video import VideoOptions, VideoPair
+
+    options = VideoOptions(offset=offset, every=every, scale=scale, shortest=shortest,
+                           batch=batch)
+    output_format(out) if out else None  # before any work
+    config = ScorerConfig(bundle=bundle, domain=domain, precision=precision, tile=tile,
+                          threads=threads)
+    with VideoPair(ref, dist, options) as pair, config.open() as scorer, \
+            progress("score-video", pair.expected_scored(), unit="frames") as advance:
+        summary = pair.score(scorer, out=out, progress=lambda done, total: advance(1, total))
+    echo_json(summary.to_dict()) if json_out else typer.echo(summary.to_text())
+    if out:
+        typer.echo(f"wrote {out}", err=json_out)
+
+
 def _torch_scorer(checkpoint: Optional[Path], head: Optional[Path], config):
     """--checkpoint/--head: the torch model of ``cdiqa.model.scoring`` as a pairs scorer."""
     from cdiqa._lazy import lazy_import
@@ -418,15 +460,27 @@ def eval_cmd(
     draws: int = typer.Option(20, help="Random draws averaged for each few-shot k."),
     bootstrap: int = typer.Option(1000, help="Resamples of the test references (SRCC CI)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    plot: Optional[Path] = typer.Option(None, help="Also draw score vs level per type (model "
+                                                   "and HaarPSI) into PLOT.png (cdiqa[plots])."),
 ) -> None:
     """Development benchmark (512x384 references, 13 KADID types) vs HaarPSI, MDSI, GMSD..."""
     from cdiqa.model.evaluate import EvalConfig, evaluate_checkpoint
 
     cfg = EvalConfig(refs=str(refs) if refs else None, max_refs=max_refs,
                      few_shot_draws=draws, bootstrap=bootstrap)
+    if plot is not None:
+        from cdiqa.model.plots import check_plot_target, evaluate_with_curves, plot_levels
+
+        check_plot_target(plot)  # before the long run
     with stage_progress() as advance:
-        report = evaluate_checkpoint(checkpoint, cfg, advance)
+        if plot is None:
+            report = evaluate_checkpoint(checkpoint, cfg, advance)
+        else:
+            report, curves = evaluate_with_curves(checkpoint, cfg, advance)
     echo_json(report.to_dict()) if json_out else typer.echo(report.to_markdown())
+    if plot is not None:
+        title = f"{report.n_refs} test references, {report.n_pairs} pairs"
+        typer.echo(f"wrote {plot_levels(curves, plot, title)}", err=True)
 
 
 @app.command("fetch-devset")

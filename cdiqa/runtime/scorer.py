@@ -27,6 +27,7 @@ from cdiqa.manifest import (DEFAULT_BUNDLE, OUTPUT_COUNTS, OUTPUT_SUMS, OUTPUT_S
                             load_manifest, read_json)
 from cdiqa.masking import features_from_stats
 from cdiqa.runtime.backends import AUTO_ORDER, Session, SessionOptions, get_backend
+from cdiqa.runtime.precision import AUTO, choose_precision
 from cdiqa.runtime.preprocess import feed, group_by_size, pair_from
 from cdiqa.runtime.tiling import check_tiling, plan_tiles, tiled_stats
 
@@ -93,15 +94,19 @@ class Scorer:
             halo: context around each tile; None: the manifest's.
             verify: check every file's sha256 before use.
             precision: "fp32", or "int8"/"fp16": the domain's reduced-precision graph
-                (written by ``iqa-export calibrate``).
+                (written by ``iqa-export calibrate``); "auto": the fastest of those whose
+                accuracy gate passed, timed here on a probe pair (``cdiqa.runtime.precision``).
             max_pixels: most pixels of one image (over it: ``ImageTooLarge``, from the
                 header, before decoding); None: ``cdiqa.images.MAX_PIXELS``.
         """
         from dataclasses import replace
 
         manifest = load_manifest(DEFAULT_BUNDLE if bundle is None else bundle, verify=verify)
-        options = replace(options or SessionOptions(), precision=precision,
-                          domain=domain or manifest.default_domain)
+        options = replace(options or SessionOptions(), domain=domain or manifest.default_domain)
+        if precision == AUTO:
+            precision = choose_precision(manifest, options.domain, lambda p: open_session(
+                manifest, backend, device, replace(options, precision=p)))
+        options = replace(options, precision=precision)
         session = _reopened(open_session(manifest, backend, device, options), precision)
         scorer = cls(manifest, session, domain, max_batch=max_batch, tile=tile, halo=halo,
                      max_pixels=max_pixels)
