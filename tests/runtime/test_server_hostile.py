@@ -288,6 +288,7 @@ def _peak_rss(pid: int) -> float:
     raise AssertionError("no VmHWM in /proc/PID/status")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_a_burst_of_bombs_keeps_memory_bounded_and_the_server_serving():
     import re
