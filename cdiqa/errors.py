@@ -43,6 +43,11 @@ class BackendUnavailable(CdiqaError):
     """An optional dependency (onnxruntime, tensorrt, cuda-python, a GPU) is not present."""
 
 
+class ParityError(CdiqaError):
+    """A graph whose outputs disagree with their reference (torch, the masking spec, the
+    scoring graph, or itself across batches and rois) by more than the tolerance."""
+
+
 class KernelError(CdiqaError):
     """A CUDA driver call, kernel build or launch that failed."""
 

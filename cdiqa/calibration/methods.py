@@ -30,7 +30,7 @@ from typing import ClassVar, Iterable, Mapping
 import numpy as np
 
 from cdiqa import _lazy
-from cdiqa.errors import CalibrationError, describe
+from cdiqa.errors import CalibrationError, ConfigError, describe
 
 CACHE_FORMAT = "cdiqa.calibration-cache"
 CACHE_VERSION = 1
@@ -83,14 +83,14 @@ DEFAULT_METHOD = "percentile"
 
 
 def method_named(name: str):
-    """The method registered as ``name`` (``CalibrationError`` listing the choices)."""
+    """The method registered as ``name`` (``ConfigError`` listing the choices)."""
     import difflib
 
     if name not in METHODS:
         near = difflib.get_close_matches(str(name), list(METHODS), n=1)
         hint = f"Did you mean '{near[0]}'?" if near else "Pick one of them"
-        raise CalibrationError(describe("Method", "option", "--method", repr(name),
-                                        f"one of {sorted(METHODS)}", hint))
+        raise ConfigError(describe("Method", "option", "--method", repr(name),
+                                   f"one of {sorted(METHODS)}", hint))
     return METHODS[name]
 
 

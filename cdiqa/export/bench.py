@@ -27,7 +27,7 @@ from cdiqa.manifest import (FILE_CHECKPOINT, FILE_ONNX, INPUT_DIST, INPUT_REF, I
 from cdiqa.runtime.bench import (Case, Timing, case_feed, cpu_model, peak_rss_mb,
                                  runtime_engines, time_engines)
 
-#: (height, width) of the issue's sizes: 256x256, 512x384, 1920x1080 (W x H)
+#: (height, width) of the benchmark sizes: 256x256, 512x384, 1920x1080 (W x H)
 SIZES = ((256, 256), (384, 512), (1080, 1920))
 BATCHES = (1, 8)
 
@@ -267,8 +267,9 @@ def _runtime_peak_rss(bundle: str, case: Case, threads: int | None) -> float:
                          "expected 0. Run `iqa-export check` on the bundle.")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["torch_imported"]:
-        raise CdiqaError("Runtime benchmark for process 'cdiqa.runtime.bench': got torch "
-                         "imported, expected a torch-free runtime. Report this as a bug.")
+        # a bug in cdiqa, not in the user's input: not a CdiqaError, so the CLI exits 2
+        raise RuntimeError("Runtime benchmark for process 'cdiqa.runtime.bench': got torch "
+                           "imported, expected a torch-free runtime. Report this as a bug.")
     return float(result["peak_rss_mb"])
 
 

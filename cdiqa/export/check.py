@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from cdiqa import _lazy
-from cdiqa.errors import CdiqaError, ShapeError, describe
+from cdiqa.errors import CdiqaError, ParityError, ShapeError, describe
 from cdiqa.manifest import (FILE_CHECKPOINT, FILE_ONNX, FILE_ONNX_MAPS, FILE_ONNX_PLUGIN,
                             INPUT_DIST, INPUT_REF, INPUT_ROI, Manifest, PluginSpec,
                             load_manifest)
@@ -155,7 +155,7 @@ def _maps_graph(manifest: Manifest) -> str:
         worst = max(worst, relative_error(sums, scoring.run(["sums"], inputs)[0]))
     limit = tolerance("onnx").rtol
     if worst > limit:
-        raise ShapeError(describe("Map sums", "graph", manifest.files[FILE_ONNX_MAPS].path,
+        raise ParityError(describe("Map sums", "graph", manifest.files[FILE_ONNX_MAPS].path,
                                   f"relative error {worst:.2e} against the scoring graph's sums",
                                   f"<= {limit:g}", "Re-export the bundle"))
     return f"{len(want)} maps, sums within {worst:.1e} of the scoring graph's"
@@ -289,7 +289,7 @@ def masking_parity(manifest: Manifest, pairs: Iterable[tuple[str, np.ndarray, np
             err = relative_error(out[key], ref_stats[:, i])
             worst = max(worst, err)
             if err > tolerance("onnx", "fp32").rtol:
-                raise ShapeError(describe("Relative error", "masking output", f"{key} ({label})",
+                raise ParityError(describe("Relative error", "masking output", f"{key} ({label})",
                                           f"{err:.3g}", f"<= {tolerance('onnx', 'fp32').rtol:g}",
                                           "Re-export the bundle"))
     return worst
@@ -367,7 +367,7 @@ def score_parity(model, scorer, pairs) -> str:
                                       - head.score(features_from_stats(*theirs)))))
             worst = max(worst, err)
             if err > tol:
-                raise ShapeError(describe("Score error", "domain", f"{d} ({label})",
+                raise ParityError(describe("Score error", "domain", f"{d} ({label})",
                                           f"{err:.3g}", f"<= {tol:g}", "Re-export the bundle"))
     return (f"{len(pairs)} batches x {len(domains)} domain(s): worst |score difference| "
             f"{worst:.2e} <= {tol:g} (stats end to end: {stats_diff:.1e} relative)")
@@ -391,7 +391,7 @@ def _identical(scorer) -> str:
     v = scorer.features_of_pairs([(img, img)])
     s = scorer.score_pairs([(img, img)])
     if np.any(v != 0) or s[0] != 1.0:
-        raise ShapeError(describe("Identical pair", "bundle", scorer.manifest.model_id,
+        raise ParityError(describe("Identical pair", "bundle", scorer.manifest.model_id,
                                   f"max |v| {np.abs(v).max():.3g}, score {s[0]!r}",
                                   "v = 0 and score 1.0", "Re-export the bundle"))
     return "v = 0 exactly, score 1.0"
@@ -409,7 +409,7 @@ def _batch_invariance(scorer) -> str:
               for k in range(3))
     tol = tolerance("onnx", "fp32").rtol
     if err > tol:
-        raise ShapeError(describe("Batch vs single", "bundle", scorer.manifest.model_id,
+        raise ParityError(describe("Batch vs single", "bundle", scorer.manifest.model_id,
                                   f"{err:.3g}", f"<= {tol:g}", "Re-export the bundle"))
     return f"relative difference {err:.2e}"
 
@@ -426,6 +426,6 @@ def _roi_additivity(scorer) -> str:
     err = max(relative_error(h.sum(0, keepdims=True), w) for h, w in zip(halves, whole))
     tol = tolerance("onnx", "fp32").rtol
     if err > tol:
-        raise ShapeError(describe("roi halves vs whole", "bundle", scorer.manifest.model_id,
+        raise ParityError(describe("roi halves vs whole", "bundle", scorer.manifest.model_id,
                                   f"{err:.3g}", f"<= {tol:g}", "Re-export the bundle"))
     return f"relative difference {err:.2e}"

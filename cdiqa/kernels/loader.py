@@ -372,7 +372,7 @@ class MaskingKernel:
         then hold ``workspace_size(B, C, H, W, tiles_per_block)`` bytes).
         """
         if self._module is None:
-            raise CdiqaError("MaskingKernel is closed: got a launch after close(), expected an "
+            raise KernelError("MaskingKernel is closed: got a launch after close(), expected an "
                              "open kernel. Create a new MaskingKernel.")
         check_launch(B, C, H, W, k, dtype)
         cu = self._cu

@@ -34,7 +34,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError, describe
+from cdiqa.errors import BackendUnavailable, ConfigError, KernelError, describe
 from cdiqa.kernels import MASKING_DIR, MASKING_HEADER, MASKING_SOURCE, load_spec
 
 #: The AOT entry points' source (includes masking.cu).
@@ -120,7 +120,7 @@ def _nvcc(arch: str, flags: list[str]) -> str:
                f"-I{MASKING_DIR}", str(QDP_SOURCE), "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
-            raise CdiqaError(describe("Compilation", "file", QDP_SOURCE.name,
+            raise KernelError(describe("Compilation", "file", QDP_SOURCE.name,
                                       f"nvcc exit status {proc.returncode}", "0",
                                       "Fix the first errors below") + "\n" +
                              "\n".join((proc.stdout + proc.stderr).splitlines()[:15]))
@@ -142,7 +142,7 @@ def _nvrtc(arch: str, flags: list[str]) -> str:
             _, size = nvrtc.nvrtcGetProgramLogSize(prog)
             log = b" " * size
             nvrtc.nvrtcGetProgramLog(prog, log)
-            raise CdiqaError(describe("Compilation", "file", QDP_SOURCE.name, f"NVRTC {err}",
+            raise KernelError(describe("Compilation", "file", QDP_SOURCE.name, f"NVRTC {err}",
                                       "success", "Fix the errors below") + "\n" +
                              log.decode(errors="replace")[:2000])
         _, size = nvrtc.nvrtcGetPTXSize(prog)

@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Sequence
 
-from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError, describe
+from cdiqa.errors import BackendUnavailable, ConfigError, KernelError, describe
 from cdiqa.kernels import MASKING_HEADER, MASKING_SOURCE
 
 #: Architectures the masking kernel is built and checked for (Turing to Hopper, Jetson Orin).
@@ -319,11 +319,11 @@ def _run(cmd: list[str], arch: str) -> str:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CdiqaError(describe("Compilation", "file", MASKING_SOURCE.name, str(exc),
+        raise KernelError(describe("Compilation", "file", MASKING_SOURCE.name, str(exc),
                                   "nvcc to finish", "Check the CUDA toolkit install")) from None
     log = out.stdout + out.stderr
     if out.returncode != 0:
-        raise CdiqaError(describe("Compilation", "file", MASKING_SOURCE.name,
+        raise KernelError(describe("Compilation", "file", MASKING_SOURCE.name,
                                   f"nvcc exit status {out.returncode} for {arch}", "0",
                                   "Fix the first errors below") + "\n" + _first_lines(log))
     return log
@@ -347,7 +347,7 @@ def _compile_nvrtc(arch: str, flags: list[str], want_cubin: bool) -> tuple[str, 
         log = _nvrtc_log(nvrtc, prog)
         _nvrtc_check(nvrtc, err, "nvrtcCompileProgram", arch, log)
         if _has_warning(log):
-            raise CdiqaError(describe("Compilation", "file", MASKING_SOURCE.name,
+            raise KernelError(describe("Compilation", "file", MASKING_SOURCE.name,
                                       f"NVRTC warnings for {arch}", "none",
                                       "Warnings are errors; fix them") + "\n" + _first_lines(log))
         err, size = nvrtc.nvrtcGetPTXSize(prog)
@@ -383,7 +383,7 @@ def _nvrtc_check(nvrtc, err, call: str, arch: str, log: str) -> None:
         return
     _, name = nvrtc.nvrtcGetErrorString(err)
     name = name.decode() if isinstance(name, bytes) else str(name)
-    raise CdiqaError(describe("Compilation", "file", MASKING_SOURCE.name,
+    raise KernelError(describe("Compilation", "file", MASKING_SOURCE.name,
                               f"{call} -> {name} for {arch}", "NVRTC_SUCCESS",
                               "Fix the first errors below") + ("\n" + _first_lines(log) if log else ""))
 

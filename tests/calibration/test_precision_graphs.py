@@ -11,7 +11,7 @@ from cdiqa.calibration.fp16 import FP16_STAGES, encoder_nodes, fp16_from_fp32, f
 from cdiqa.calibration.int8 import qdq_from_cache, quantized_nodes
 from cdiqa.calibration.methods import METHODS, CalibrationCache, collect_ranges, method_named
 from cdiqa.calibration.readers import DomainReader
-from cdiqa.errors import CalibrationError
+from cdiqa.errors import CalibrationError, ConfigError
 from cdiqa.manifest import FILE_ONNX, load_manifest
 from cdiqa.tolerances import relative_error, tolerance
 
@@ -103,7 +103,7 @@ def test_methods_give_finite_ranges(graph, name):
 
 
 def test_unknown_method_names_the_choices():
-    with pytest.raises(CalibrationError, match=r"got 'entropi'.*Did you mean 'entropy'"):
+    with pytest.raises(ConfigError, match=r"got 'entropi'.*Did you mean 'entropy'"):
         method_named("entropi")
 
 

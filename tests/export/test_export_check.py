@@ -66,3 +66,18 @@ def test_cli(tiny_bundle: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0 and "roi halves add up" in result.output
     result = runner.invoke(app, ["check", str(tmp_path), "--json"])
     assert result.exit_code == 1 and "no manifest.json" in result.output
+
+
+def test_a_parity_failure_is_a_parity_error(tiny_bundle: Path) -> None:
+    """Scores of another model than the bundle's: a ParityError naming the domain, not a
+    ShapeError (no shape is wrong)."""
+    pytest.importorskip("torch")
+    from cdiqa.errors import ParityError
+    from cdiqa.export.check import parity_pairs, score_parity
+    from cdiqa.export.testing import tiny_model
+    from cdiqa.runtime import Scorer
+
+    with Scorer.load(tiny_bundle, "onnxruntime", verify=False) as scorer:
+        with pytest.raises(ParityError, match=r"Score error for domain '\w+ \(.*\)': got "
+                                              r".*, expected <= .*Re-export the bundle"):
+            score_parity(tiny_model(seed=1), scorer, list(parity_pairs())[:1])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cdiqa import _lazy
-from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError, ShapeError
+from cdiqa.errors import BackendUnavailable, ConfigError, KernelError, ShapeError
 from cdiqa.kernels import loader
 from cdiqa.masking import masking_stats
 
@@ -54,7 +54,7 @@ def test_without_cuda_python_names_the_extra(monkeypatch):
 
 def test_check_names_the_curesult():
     cu = pytest.importorskip("cuda.bindings.driver")
-    with pytest.raises(CdiqaError, match=r"CUDA call cuInit failed: CUDA_ERROR_NO_DEVICE \(100\)"):
+    with pytest.raises(KernelError, match=r"CUDA call cuInit failed: CUDA_ERROR_NO_DEVICE \(100\)"):
         loader._check(cu, (cu.CUresult.CUDA_ERROR_NO_DEVICE,), "cuInit")
     assert loader._check(cu, (cu.CUresult.CUDA_SUCCESS, 7), "x") == 7
     assert loader._check(cu, (cu.CUresult.CUDA_SUCCESS, 1, 2), "x") == (1, 2)

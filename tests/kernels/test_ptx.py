@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cdiqa.errors import BackendUnavailable, CdiqaError, ConfigError
+from cdiqa.errors import BackendUnavailable, ConfigError, KernelError
 from cdiqa.kernels import MASKING_DIR, MASKING_SOURCE, load_spec, ptx
 
 NVCC = ptx.find_nvcc()
@@ -198,8 +198,8 @@ def test_compile_error_shows_the_compiler_lines(cache, tmp_path, monkeypatch):
     bad = tmp_path / "masking.cu"
     bad.write_text('extern "C" __global__ void f(float* x) { x[0] = undefined_name; }\n')
     monkeypatch.setattr(ptx, "MASKING_SOURCE", bad)
-    with pytest.raises(CdiqaError, match=r"(?s)Compilation for file 'masking.cu'.*"
-                                         r"undefined_name"):
+    with pytest.raises(KernelError, match=r"(?s)Compilation for file 'masking.cu'.*"
+                                          r"undefined_name"):
         ptx.ptx_from_cuda("sm_90", compiler="nvcc")
 
 
