@@ -40,7 +40,7 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
     from cdiqa.calibration.domains import domain_samples
     from cdiqa.calibration.evaluate import metric_scores
     from cdiqa.calibration.readers import ladder
-    from cdiqa.model import heads as fit
+    from cdiqa.model import fit_heads as fit
     from cdiqa.model.distortions import degradations_for
     from cdiqa.model.scoring import pair_features, resolve_head, resolve_model
 

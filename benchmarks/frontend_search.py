@@ -49,7 +49,7 @@ def scores(cfg, weights, test, tune):
     """Label-free scores of the test and tune pairs (head fitted on tune)."""
     import torch
 
-    from cdiqa.model import heads as fit
+    from cdiqa.model import fit_heads as fit
     from cdiqa.model.network import CDIQA
     from cdiqa.model.scoring import pair_features
 

@@ -313,7 +313,7 @@ def fit_head_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="Model; default: the bundled one."),
 ) -> None:
     """Fit a quality head on the features of a pairs file."""
-    from cdiqa.model.heads import fit_head_file
+    from cdiqa.model.fit_heads import fit_head_file
 
     with progress("features") as advance:
         head = fit_head_file(kind, pairs, out, checkpoint, lambda i, n: advance(1, total=n))

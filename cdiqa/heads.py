@@ -1,7 +1,7 @@
 r"""Quality heads: the numpy maps from feature vectors v to one quality score (METHOD.md 8).
 
 Applied by the torch-free runtime, so this module imports numpy only. Fitting lives in
-``cdiqa.model.heads``.
+``cdiqa.model.fit_heads``.
 
 Every head shares one structure, which makes the score's range and its best value structural
 rather than fitted::

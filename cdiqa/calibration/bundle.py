@@ -236,7 +236,7 @@ def head_references(cal: list[Reference], kinds) -> list[np.ndarray]:
 
 def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibConfig):
     from cdiqa.calibration.readers import ladder
-    from cdiqa.model import heads as fit
+    from cdiqa.model import fit_heads as fit
 
     lad = ladder(head_references(cal, kinds), kinds, seed=config.seed + 1)
     v = _features(model, lad.pairs() + list(given))

@@ -1,7 +1,7 @@
 """A tiny model and bundle for tests and smoke runs: exports in seconds, scores nothing useful.
 
-The head is fitted label-free (``cdiqa.model.heads.fit_label_free``) on the tiny model's own
-features of noisy pairs, so its scores spread over (0, 1) like a real head's.
+The head is fitted label-free (``cdiqa.model.fit_heads.fit_label_free``) on the tiny model's
+own features of noisy pairs, so its scores spread over (0, 1) like a real head's.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def tiny_model(seed: int = 0):
 
 def fitted_head(model, noise: float = 0.05, seed: int = 0):
     """A label-free PCA head fitted on ``model``'s features of 16 noisy 64x64 pairs."""
-    from cdiqa.model.heads import fit_label_free
+    from cdiqa.model.fit_heads import fit_label_free
 
     torch = _lazy.torch()
     rng = np.random.default_rng(seed)

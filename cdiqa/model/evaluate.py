@@ -34,7 +34,7 @@ import numpy as np
 
 from cdiqa import metrics
 from cdiqa.heads import Head
-from cdiqa.model import heads as fit
+from cdiqa.model import fit_heads as fit
 from cdiqa.model.data import dev_kinds, read_marginals
 
 Progress = Callable[[str, int, int], None]

@@ -153,7 +153,7 @@ class ModelConfig:
 
     def head_layout(self) -> dict:
         """What fitting a head needs to know of this model's features: ``channels`` per
-        scale and the label-free ``weights`` (keyword arguments of ``cdiqa.model.heads``'
+        scale and the label-free ``weights`` (keyword arguments of ``cdiqa.model.fit_heads``'
         ``fit_label_free`` and ``fit_few_shot``)."""
         return {"channels": self.channels, "weights": self.energy_weights()}
 

@@ -19,7 +19,7 @@ from cdiqa.errors import ConfigError, ImageError  # noqa: E402
 from cdiqa.heads import read_head, write_head  # noqa: E402
 from cdiqa.images import save_image  # noqa: E402
 from cdiqa.model import scoring  # noqa: E402
-from cdiqa.model.heads import fit_label_free  # noqa: E402
+from cdiqa.model.fit_heads import fit_label_free  # noqa: E402
 from cdiqa.model.network import CDIQA, ModelConfig  # noqa: E402
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""Fitting quality heads (cdiqa.model.heads) on features with a known latent severity."""
+"""Fitting quality heads (cdiqa.model.fit_heads) on features with a known latent severity."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from cdiqa import metrics
 from cdiqa.errors import ConfigError
 from cdiqa.heads import load_head
-from cdiqa.model import heads as fit
+from cdiqa.model import fit_heads as fit
 
 D = 24
 
@@ -122,7 +122,7 @@ def test_fitting_rejects_too_few_pairs_and_mismatched_labels(train_set):
 def test_a_feature_the_fitting_pairs_leave_at_rounding_noise_gets_scale_one():
     """Chroma features of grayscale images are ~1e-12: dividing them by their own mean would
     weigh float noise like a real feature."""
-    from cdiqa.model.heads import UNUSED_FEATURE, feature_scale
+    from cdiqa.model.fit_heads import UNUSED_FEATURE, feature_scale
 
     rng = np.random.default_rng(0)
     v = np.column_stack([rng.uniform(0.01, 0.1, 50), rng.uniform(0, 1e-12, 50), np.zeros(50)])
