@@ -196,26 +196,33 @@ def test_python_flavour_reports_model_errors(python_flavour):
         assert client.score(r, r) == 1.0  # still serving
 
 
-def test_ensemble_head_model_scores_graph_stats(tiny_bundle, scorer, tmp_path):
+def _served_head(repo, workdir, stats) -> np.ndarray:
+    """Scores of the repository's head model, alone on a tritonserver, for (sums, sumsq,
+    counts)."""
     import tritonclient.http as http
 
-    repo = triton_from_bundle(tiny_bundle, tmp_path / "repo", TritonConfig(domain="medical"))
-    server = Triton(repo, tmp_path, ["--model-control-mode=explicit",
-                                     f"--load-model={HEAD_MODEL}"])
+    server = Triton(repo, workdir, ["--model-control-mode=explicit",
+                                    f"--load-model={HEAD_MODEL}"])
     try:
         server.wait_ready(HEAD_MODEL)
-        pairs = _pairs()[:2]
-        stats = scorer.stats(feed([p[0] for p in pairs], [p[1] for p in pairs]))
         client = http.InferenceServerClient(f"127.0.0.1:{server.http}")
         inputs = []
-        for spec, array in zip(scorer.manifest.outputs, stats):
-            t = http.InferInput(spec.name, list(array.shape), "FP32")
+        for name, array in zip(OUTPUT_NAMES, stats):
+            t = http.InferInput(name, list(array.shape), "FP32")
             t.set_data_from_numpy(array)
             inputs.append(t)
         served = client.infer(HEAD_MODEL, inputs).as_numpy(OUTPUT_SCORE).reshape(-1)
         client.close()
     finally:
         server.stop()
+    return served
+
+
+def test_ensemble_head_model_scores_graph_stats(tiny_bundle, scorer, tmp_path):
+    repo = triton_from_bundle(tiny_bundle, tmp_path / "repo", TritonConfig(domain="medical"))
+    pairs = _pairs()[:2]
+    stats = scorer.stats(feed([p[0] for p in pairs], [p[1] for p in pairs]))
+    served = _served_head(repo, tmp_path, stats)
     expected = scorer.with_domain("medical").score_batch([p[0] for p in pairs],
                                                          [p[1] for p in pairs])
     np.testing.assert_allclose(served, expected, atol=tolerance("served_score").atol, rtol=0)
@@ -250,7 +257,6 @@ def test_adapted_domain_ensemble_head_scores_its_graph_stats(adapted_bundle, tmp
     """The head model served by Triton, on the stats of the graph model the repository holds
     (run on ONNX Runtime: this server has no onnxruntime backend)."""
     import onnxruntime as ort
-    import tritonclient.http as http
 
     repo = triton_from_bundle(adapted_bundle, tmp_path / "repo",
                               TritonConfig(domain="underwater", threads=1))
@@ -258,20 +264,6 @@ def test_adapted_domain_ensemble_head_scores_its_graph_stats(adapted_bundle, tmp
     refs, dists = [p[0] for p in pairs], [p[1] for p in pairs]
     graph = ort.InferenceSession(str(repo / GRAPH_MODEL / "1" / "model.onnx"),
                                  providers=["CPUExecutionProvider"])
-    stats = graph.run(list(OUTPUT_NAMES), feed(refs, dists))
-    server = Triton(repo, tmp_path, ["--model-control-mode=explicit",
-                                     f"--load-model={HEAD_MODEL}"])
-    try:
-        server.wait_ready(HEAD_MODEL)
-        client = http.InferenceServerClient(f"127.0.0.1:{server.http}")
-        inputs = []
-        for name, array in zip(OUTPUT_NAMES, stats):
-            t = http.InferInput(name, list(array.shape), "FP32")
-            t.set_data_from_numpy(array)
-            inputs.append(t)
-        served = client.infer(HEAD_MODEL, inputs).as_numpy(OUTPUT_SCORE).reshape(-1)
-        client.close()
-    finally:
-        server.stop()
+    served = _served_head(repo, tmp_path, graph.run(list(OUTPUT_NAMES), feed(refs, dists)))
     np.testing.assert_allclose(served, _runtime(adapted_bundle, "underwater", refs, dists),
                                atol=tolerance("served_score").atol, rtol=0)
