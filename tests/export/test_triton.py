@@ -15,7 +15,7 @@ import pytest
 from cdiqa.errors import ConfigError, ManifestError
 from cdiqa.export.triton import INFO_FILE, TritonConfig, triton_from_bundle, vendor_closure
 from cdiqa.manifest import OUTPUT_NAMES, load_manifest, save_manifest, sha256_file
-from cdiqa.runtime.triton_client import GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE
+from cdiqa.triton_layout import GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                          reason="tritonclient is not installed (cdiqa[triton])")
