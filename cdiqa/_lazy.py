@@ -36,6 +36,7 @@ _EXTRAS = {
     "tritonclient.http": "triton",
     "tritonclient.grpc": "triton",
     "matplotlib": "plots",
+    "av": "video",
 }
 
 
