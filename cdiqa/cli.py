@@ -555,7 +555,8 @@ def calibrate_cmd(
                                                     "or entropy."),
     quantizer: str = typer.Option("onnxruntime", help="onnxruntime or modelopt."),
     adapt: bool = typer.Option(True, help="Label-free fine-tuning on the domain."),
-    steps: int = typer.Option(300, help="Adaptation steps."),
+    steps: Optional[int] = typer.Option(None, help="Adaptation steps; default: "
+                                                   "CalibConfig.steps (about 1 min on 2 cores)."),
     encoder: Optional[bool] = typer.Option(None, "--encoder/--no-encoder",
                                            help="Fine-tune the encoder too while adapting "
                                                 "(default)."),
@@ -569,11 +570,12 @@ def calibrate_cmd(
     from cdiqa.calibration import CalibConfig, calibrate
     from cdiqa.calibration.gate import describe_gate
 
-    chosen = {k: v for k, v in (("method", method), ("encoder", encoder)) if v is not None}
+    chosen = {k: v for k, v in (("method", method), ("encoder", encoder), ("steps", steps))
+              if v is not None}
     config = CalibConfig(domain=domain, images=str(images) if images else None,
                          pairs=str(pairs) if pairs else None,
                          labels=str(labels) if labels else None, quantizer=quantizer,
-                         adapt=adapt, steps=steps, accept_drop=accept_drop,
+                         adapt=adapt, accept_drop=accept_drop,
                          from_cache=from_cache, threads=threads, **chosen)
     with stage_progress() as advance:
         report = calibrate(bundle, config, progress=advance)
