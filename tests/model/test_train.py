@@ -129,5 +129,6 @@ def test_cli_train_writes_a_checkpoint(refs, tmp_path):
     res = CliRunner().invoke(app, ["train", "--out", str(out), "--steps", "1", "--refs",
                                    str(refs), "--no-builtin"])
     assert res.exit_code == 0, res.output
-    assert "1 steps" in res.output
+    assert "1 steps" in res.stdout
+    assert "train: loss" in res.stderr and "1/1" in res.stderr  # the bar, drawn at the end
     assert load_model(out).cfg == ModelConfig.pyramid()  # the default model's architecture
