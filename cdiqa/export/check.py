@@ -207,7 +207,8 @@ class MaskingProbe:
 
 
 def masking_probes(proto) -> list[MaskingProbe]:
-    """One probe per masking subgraph of a portable graph, in graph order."""
+    """One probe per masking subgraph of a portable graph, in graph order (the exporter
+    keeps the model's scale order: ``stats_from_codes`` visits the scales in turn)."""
     onnx = _lazy.onnx()
     produced = {o: n for n in proto.graph.node for o in n.output}
     consumers: dict[str, list] = {}
@@ -279,12 +280,12 @@ def masking_parity(manifest: Manifest, pairs: Iterable[tuple[str, np.ndarray, np
         roi = full_roi(ref.shape[0], *ref.shape[2:])
         out = dict(zip(names, session.run(names, {INPUT_REF: ref, INPUT_DIST: dist,
                                                   INPUT_ROI: roi})))
-        # scale order = finest map first, as the outputs are concatenated
-        ordered = sorted(probes, key=lambda p: -out[p.e].shape[2] * out[p.e].shape[3])
+        # graph order is the model's scale order, the order the outputs are concatenated in
+        # (not map size: the pyramid lists a /2 band after coarser ones)
         ref_stats = np.concatenate([
             masking_stats(out[p.e], out[p.a], p.gamma,
                           p.sigma_pow_gamma.astype(np.float64) ** (1 / p.gamma.astype(np.float64)),
-                          p.k) for p in ordered], axis=2)
+                          p.k) for p in probes], axis=2)
         for i, key in enumerate(("sums", "sumsq")):
             err = relative_error(out[key], ref_stats[:, i])
             worst = max(worst, err)
