@@ -65,7 +65,7 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
     scores = {"natural model": natural.score(pair_features(model, pairs)),
               "adapted (label-free, CV)": adapted, **metric_scores(lad)}
     return {"domain": domain, "pairs": len(lad), "images": len(set(groups)),
-            "srcc": {k: float(metrics.srcc(s, -lad.levels)) for k, s in scores.items()}}
+            "srcc": {k: float(metrics.srcc(s, -lad.severity)) for k, s in scores.items()}}
 
 
 def to_markdown(results: list[dict]) -> str:

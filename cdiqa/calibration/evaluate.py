@@ -54,9 +54,10 @@ class DomainEval:
 
 
 def monotone(lad: Ladder, scores: np.ndarray) -> float:
-    """Fraction of (reference, kind) sequences whose score never rises with the level."""
+    """Fraction of (reference, kind) sequences whose score never rises with the severity
+    (``Ladder.ordered_pairs``: a kind with an identity level is checked on each side)."""
     seqs = lad.sequences()
-    ok = sum(bool(np.all(np.diff(scores[rows]) <= 0)) for rows in seqs)
+    ok = sum(all(scores[a] >= scores[b] for a, b in lad.ordered_pairs(rows)) for rows in seqs)
     return ok / max(1, len(seqs))
 
 
@@ -66,8 +67,8 @@ def metric_scores(lad: Ladder) -> dict[str, np.ndarray]:
 
 
 def _row(lad: Ladder, scores, real: Ladder | None, real_scores) -> Row:
-    r = None if real is None else float(metrics.srcc(real_scores, -real.levels))
-    return Row(float(metrics.srcc(scores, -lad.levels)), monotone(lad, scores), r)
+    r = None if real is None else float(metrics.srcc(real_scores, -real.severity))
+    return Row(float(metrics.srcc(scores, -lad.severity)), monotone(lad, scores), r)
 
 
 def held_out_ladders(domain: str, *, holdout: float = 0.25, seed: int = 0

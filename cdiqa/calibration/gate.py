@@ -36,13 +36,14 @@ def runtime_scores(bundle: str | os.PathLike, domain: str, precision: str, pairs
         return scorer.score_pairs(list(pairs))
 
 
-def gate(precision: str, scores: np.ndarray, fp32: np.ndarray, levels: np.ndarray,
+def gate(precision: str, scores: np.ndarray, fp32: np.ndarray, severity: np.ndarray,
          max_drop: float = MAX_DROP, accept: bool = False) -> GateResult:
-    """The gate of one precision from its scores and the FP32 scores of the same pairs."""
+    """The gate of one precision from its scores and the FP32 scores of the same pairs;
+    ``severity``: the pairs' known severity ranks (``Ladder.severity``, not the levels)."""
     from cdiqa.metrics import srcc
 
     vs = float(srcc(scores, fp32))
-    lad, lad32 = float(srcc(scores, -levels)), float(srcc(fp32, -levels))
+    lad, lad32 = float(srcc(scores, -severity)), float(srcc(fp32, -severity))
     passed = bool((1 - vs) <= max_drop and (lad32 - lad) <= max_drop)
     return GateResult(precision=precision, pairs=int(len(scores)), srcc_vs_fp32=vs,
                       mean_abs_diff=float(np.mean(np.abs(scores - fp32))), srcc_ladder=lad,
@@ -57,7 +58,7 @@ def run_gates(bundle: str | os.PathLike, domain: str, precisions, held_out: Ladd
     pairs = held_out.pairs()
     fp32 = runtime_scores(bundle, domain, "fp32", pairs, threads)
     return {p: gate(p, runtime_scores(bundle, domain, p, pairs, threads), fp32,
-                    held_out.levels, max_drop, accept) for p in precisions}
+                    held_out.severity, max_drop, accept) for p in precisions}
 
 
 def check_gates(domain: str, gates: dict[str, GateResult]) -> None:

@@ -114,6 +114,22 @@ class Ladder:
         """(ref, dist) per row, grouped by reference."""
         return [(self.refs[i], d) for i, d in zip(self.ref_index, self.dists)]
 
+    @property
+    def severity(self) -> np.ndarray:
+        """Known severity rank of every row (``DistortionType.severity``): the level, or for
+        a kind whose levels pass through identity (Mean_Shift, Contrast_Change) the distance
+        from it. Rank correlations against the known order use ``-severity``, never
+        ``-levels``. Kinds that are not registered distortions ("real") rank by level."""
+        return np.array([_severity(k, int(lv)) for k, lv in zip(self.kinds, self.levels)])
+
+    def ordered_pairs(self, rows: np.ndarray) -> list[tuple[int, int]]:
+        """Row pairs (milder, stronger) of one ``sequences()`` entry whose order is known
+        (``DistortionType.severity_pairs``: the two sides of an identity level are never
+        compared)."""
+        by_level = {int(self.levels[i]): int(i) for i in rows}
+        return [(by_level[a], by_level[b]) for a, b in _level_pairs(self.kinds[rows[0]])
+                if a in by_level and b in by_level]
+
     def sequences(self) -> list[np.ndarray]:
         """Row indices of each (reference, kind) sequence, in level order."""
         kinds = np.array(self.kinds)
@@ -124,6 +140,28 @@ class Ladder:
                 if len(rows):
                     out.append(rows[np.argsort(self.levels[rows])])
         return out
+
+
+def _kind(name: str):
+    from cdiqa.errors import ConfigError
+    from cdiqa.model.distortions import distortion_type
+
+    try:
+        return distortion_type(name)
+    except ConfigError:  # "real" rungs and other unregistered kinds: ordered by level
+        return None
+
+
+def _severity(kind: str, level: int) -> int:
+    t = _kind(kind)
+    return level if t is None else t.severity(level)
+
+
+def _level_pairs(kind: str) -> tuple[tuple[int, int], ...]:
+    t = _kind(kind)
+    if t is None:
+        return tuple((i, j) for i in LEVELS for j in LEVELS if i < j)
+    return t.severity_pairs()
 
 
 def ladder(references: Sequence[np.ndarray], kinds: Sequence[str], *, names=None,

@@ -18,6 +18,24 @@ def test_ladders_are_ordered_and_seeded():
     assert monotone(a, a.levels.astype(float)) == 0.0
 
 
+def test_a_kind_through_identity_is_ranked_by_its_distance_from_it():
+    """Mean_Shift's level 3 is the reference itself, 1 and 5 are the strongest shifts (darker,
+    brighter): the known order is the distance from 3, and the two sides never compare."""
+    from cdiqa.calibration.gate import gate
+
+    rng = np.random.default_rng(0)
+    lad = ladder([rng.random((64, 64, 3)).astype(np.float32)], ("GBLUR", "Mean_Shift"))
+    shift = np.array(lad.kinds) == "Mean_Shift"
+    assert list(lad.severity[shift]) == [2, 1, 0, 1, 2]
+    assert list(lad.severity[~shift]) == [1, 2, 3, 4, 5]
+    perfect = -lad.severity.astype(float)  # a score that falls with the known severity
+    perfect[shift] += np.array([0.0, 0.0, 0.0, 0.1, 0.1])  # brighter side: a milder ladder
+    assert monotone(lad, perfect) == 1.0
+    assert monotone(lad, -lad.levels.astype(float)) == 0.5  # by level: Mean_Shift fails
+    result = gate("int8", perfect, perfect, lad.severity)
+    assert result.passed and result.srcc_ladder > 0.9
+
+
 def test_real_ladder_interpolates_the_real_degradation():
     from cdiqa.calibration.domains import domain_samples
 

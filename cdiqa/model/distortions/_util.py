@@ -55,6 +55,12 @@ class DistortionType:
         """True when a higher level is always the stronger distortion."""
         return self.identity_level is None
 
+    def severity(self, level: int) -> int:
+        """The known severity rank of ``level``: the level itself, or for a type whose levels
+        pass through identity the distance from ``identity_level`` (KADID's Mean_Shift level 1
+        is as far from the reference as level 5, on the other side)."""
+        return level if self.identity_level is None else abs(level - self.identity_level)
+
     def severity_pairs(self) -> tuple[tuple[int, int], ...]:
         """Level pairs ``(milder, stronger)`` whose order is known without any opinion score.
 
