@@ -37,6 +37,9 @@ from cdiqa.errors import (CdiqaError, ConfigError, ImageDecodeError, ImageError,
 from cdiqa.files import atomic_write
 from cdiqa.masking import MIN_SIZE
 
+#: file suffixes (lower case) that every folder reader takes as images (score's folder mode,
+#: training and domain reference folders)
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 #: default pixel budget of one image (width x height): 64 MP is 768 MB as float32 RGB, and a
 #: pair of them is what one request or CLI pair may hold decoded
 MAX_PIXELS = 64_000_000

@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from cdiqa.errors import CalibrationError, describe
-from cdiqa.images import as_image, load_image
+from cdiqa.images import IMAGE_SUFFIXES, as_image, load_image
 
 #: largest side kept before tiling (area reduction above it)
 MAX_SIDE = 512
@@ -43,7 +43,6 @@ TILE = 256
 #: most tiles taken from one source image
 MAX_TILES = 4
 #: image files read from a folder
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "domains"
 NEMA = ("693", "MR2", "US1", "RG1", "RG3")
 

@@ -15,8 +15,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from cdiqa.manifest import INPUT_DIST, INPUT_REF, INPUT_ROI
+from cdiqa.model.distortions import LEVELS
 
-LEVELS = (1, 2, 3, 4, 5)
 
 
 def _q8(image: np.ndarray) -> np.ndarray:

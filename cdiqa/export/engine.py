@@ -38,12 +38,11 @@ from cdiqa.errors import ConfigError, KernelError, describe
 from cdiqa.export.engine_cache import (cache_lookup, cache_store, default_cache_dir,
                                        engine_cache_key)
 from cdiqa.gpu import gpu_info
-from cdiqa.manifest import (INPUT_DIST, INPUT_REF, INPUT_ROI, GraphChoice, Manifest, file_entry,
-                            load_manifest, save_manifest, select_graph)
+from cdiqa.manifest import (INPUT_DIST, INPUT_REF, INPUT_ROI, PRECISIONS, GraphChoice,
+                            Manifest, file_entry, load_manifest, save_manifest, select_graph)
 from cdiqa.masking import MIN_SIZE
 
 Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 ENGINES_DIR = "engines"
 #: One (batch, height, width) triple.
 Shape = tuple[int, int, int]

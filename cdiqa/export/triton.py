@@ -43,14 +43,13 @@ from cdiqa.engine_format import ENGINE_MAGIC, read_engine_header
 from cdiqa.errors import ConfigError, describe
 from cdiqa.export.bundle import check_target
 from cdiqa.export.staging import copy_bundle, replace_dir, staged
-from cdiqa.manifest import (DIM_BATCH, INPUT_NAMES, GraphChoice, Manifest, TensorSpec,
-                            load_manifest, select_graph)
+from cdiqa.manifest import (DIM_BATCH, INPUT_NAMES, PRECISIONS, GraphChoice, Manifest,
+                            TensorSpec, load_manifest, select_graph)
 from cdiqa.triton_layout import GRAPH_MODEL, HEAD_MODEL, MODEL, OUTPUT_SCORE, TRITON_DTYPES
 
 Flavour = Literal["onnxruntime", "tensorrt", "python"]
 Precision = Literal["fp32", "fp16", "int8"]
 FLAVOURS = ("onnxruntime", "tensorrt", "python")
-PRECISIONS = ("fp32", "fp16", "int8")
 #: what every repository holds at its root, and what marks a folder as one
 INFO_FILE = "cdiqa_triton.json"
 README_FILE = "README.md"

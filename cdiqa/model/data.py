@@ -41,7 +41,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cdiqa.errors import ConfigError, describe
-from cdiqa.images import as_image, load_image
+from cdiqa.images import IMAGE_SUFFIXES, as_image, load_image
 from cdiqa.masking import MIN_SIZE
 
 EVAL_IMAGES = ("astronaut", "chelsea", "coffee")
@@ -49,7 +49,6 @@ HEAD_IMAGES = ("rocket", "motorcycle_left", "motorcycle_right")
 TRAIN_IMAGES = HEAD_IMAGES + ("hubble_deep_field", "immunohistochemistry", "retina", "camera",
                               "moon", "coins", "clock", "page", "text", "brick", "grass",
                               "gravel", "cell")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 #: The KADID-10k marginals of the 13 development types, shipped in the package
 MARGINALS = resources.files("cdiqa") / "assets" / "kadid" / "kadid_dev_marginals.csv"

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from cdiqa import _lazy
+from cdiqa.model.distortions import LEVELS
 from cdiqa.model.evaluate import EvalConfig, EvalReport, PairSet, Progress
 
-LEVELS = (1, 2, 3, 4, 5)
 #: the comparison metric drawn beside the model (a key of ``cdiqa.metrics.METRICS``)
 BASELINE = "HaarPSI"
 

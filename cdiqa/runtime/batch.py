@@ -37,14 +37,12 @@ import numpy as np
 
 from cdiqa.errors import CdiqaError, ConfigError, describe
 from cdiqa.files import atomic_write
-from cdiqa.images import check_pair
+from cdiqa.images import IMAGE_SUFFIXES, check_pair
 from cdiqa.pairs import PAIR_COLUMNS, read_pairs_file
 from cdiqa.runtime.backends import SessionOptions
 from cdiqa.runtime.preprocess import image_from
 from cdiqa.runtime.scorer import MAX_BATCH, Scorer
 
-#: file suffixes (lower case) that folder mode reads as images
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 #: the fields of every result, first in every output row
 RESULT_FIELDS = ("ref", "dist", "score", "error")
 #: output formats, by the suffix of the file
