@@ -28,7 +28,6 @@ Each step's batch is a pure function of (seed, step), as in training.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -80,11 +79,8 @@ def trainable(model, encoder: bool) -> list:
     return params
 
 
-def _lr(base: float, step: int, steps: int, warmup: int = 10) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, steps - warmup)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+#: warm-up steps of the adaptation's schedule (``cdiqa.model.train.warmup_cosine``)
+ADAPT_WARMUP = 10
 
 
 def _given_batch(pairs: Sequence[tuple[np.ndarray, np.ndarray]], crop: int, size: int,
@@ -127,7 +123,7 @@ def adapt(model, references: Sequence[np.ndarray], kinds: Sequence[str], *, step
     import torch
 
     from cdiqa.model.data import PairSampler, step_seed
-    from cdiqa.model.train import step_losses
+    from cdiqa.model.train import optimizer_step, warmup_cosine
 
     if not references:
         raise CalibrationError(describe("References", "adaptation", "references", 0,
@@ -152,15 +148,8 @@ def adapt(model, references: Sequence[np.ndarray], kinds: Sequence[str], *, step
         else:
             b = sampler.batch(s)
             arrays = (b.ref, b.milder, b.stronger, b.valid)
-        for pg in opt.param_groups:
-            pg["lr"] = _lr(lr, step, steps)
-        parts = step_losses(model, *(torch.from_numpy(np.ascontiguousarray(x))
-                                     for x in arrays), weights, group=size)
-        opt.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        logs = {k: float(v.detach()) for k, v in parts.items()}
+        logs = optimizer_step(model, opt, arrays, weights, size,
+                              warmup_cosine(lr, step, steps, ADAPT_WARMUP))
         if progress is not None:
             progress("adapt", step + 1, steps)
     for p in model.parameters():

@@ -130,11 +130,33 @@ def training_images(cfg: TrainConfig) -> list[np.ndarray]:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to 5% of ``lr``; a function of the step only."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    """The training schedule at ``step`` (``warmup_cosine`` of the config's lr and steps)."""
+    return warmup_cosine(cfg.lr, step, cfg.steps, cfg.warmup)
+
+
+def warmup_cosine(base: float, step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 5% of ``base``; a function of the step only (the
+    one schedule of ``train`` and of domain adaptation)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def optimizer_step(model, opt, arrays, weights, group: int, lr: float,
+                   device: str = "cpu") -> dict[str, float]:
+    """One step of the label-free objective (``train`` and domain adaptation): set ``lr``,
+    the losses of ``arrays`` (ref, milder, stronger, valid), backward, gradient norm clipped
+    at 1.0, update; returns the losses."""
+    for pg in opt.param_groups:
+        pg["lr"] = lr
+    parts = step_losses(model, *(torch.from_numpy(np.ascontiguousarray(x)).to(device)
+                                 for x in arrays), weights, group)
+    opt.zero_grad(set_to_none=True)
+    parts["total"].backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    return {k: float(v.detach()) for k, v in parts.items()}
 
 
 def _split(codes: Codes, n: int) -> list[Codes]:
@@ -222,16 +244,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
     t0, logs = time.perf_counter(), {}
     for step in range(start, cfg.steps):
         b = sampler.batch(step_seed(cfg.seed, step))
-        for pg in opt.param_groups:
-            pg["lr"] = learning_rate(cfg, step)
-        parts = step_losses(model, *(torch.from_numpy(x).to(cfg.device)
-                                     for x in (b.ref, b.milder, b.stronger, b.valid)),
-                            cfg.weights, cfg.group)
-        opt.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], 1.0)
-        opt.step()
-        logs = {k: float(v.detach()) for k, v in parts.items()}
+        logs = optimizer_step(model, opt, (b.ref, b.milder, b.stronger, b.valid), cfg.weights,
+                              cfg.group, learning_rate(cfg, step), cfg.device)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             save_checkpoint(out, model, opt, step + 1, cfg)
         if progress is not None:
