@@ -53,6 +53,20 @@ def _check_features(v: np.ndarray, name: str = "v") -> np.ndarray:
     return v
 
 
+def _check_labels(mos, n: int, what: str) -> np.ndarray:
+    mos = np.asarray(mos, np.float64)
+    if mos.shape != (n,):
+        raise ConfigError(describe("Labels", "argument", "mos", mos.shape, (n,),
+                                   f"Give one opinion score per {what}"))
+    return mos
+
+
+def _probe(v: np.ndarray, transform: str) -> tuple[np.ndarray, LabelFreeHead]:
+    """The fitting pairs' feature scale, and a head that only maps v to x = t(v / s)."""
+    scale = feature_scale(v)
+    return scale, LabelFreeHead(scale=scale, transform=transform, weights=np.zeros(v.shape[1]))
+
+
 #: mean below which a feature counts as unused by the fitting pairs (its scale becomes 1)
 UNUSED_FEATURE = 1e-6
 
@@ -221,12 +235,8 @@ def fit_few_shot(v_all: np.ndarray, v_labelled: np.ndarray, mos: np.ndarray, *,
     free and the rest ridge-penalized, the strength by cross-validation over ``groups``.
     """
     v_all, v_lab = _check_features(v_all, "v_all"), _check_features(v_labelled, "v_labelled")
-    mos = np.asarray(mos, np.float64)
-    if mos.shape != (v_lab.shape[0],):
-        raise ConfigError(describe("Labels", "argument", "mos", mos.shape, (v_lab.shape[0],),
-                                   "Give one opinion score per labelled pair"))
-    scale = feature_scale(v_all)
-    probe = LabelFreeHead(scale=scale, transform=transform, weights=np.zeros(v_all.shape[1]))
+    mos = _check_labels(mos, len(v_lab), "labelled pair")
+    scale, probe = _probe(v_all, transform)
     w = energy_weights(v_all.shape[1], channels, DEFAULT_POOLING, weights)
     t = severity_target(mos, mos_range)
     if form == "energy":
@@ -299,12 +309,8 @@ def fit_supervised(v: np.ndarray, mos: np.ndarray, *, hidden: int = 32, steps: i
     import torch
 
     v = _check_features(v)
-    mos = np.asarray(mos, np.float64)
-    if mos.shape != (v.shape[0],):
-        raise ConfigError(describe("Labels", "argument", "mos", mos.shape, (v.shape[0],),
-                                   "Give one opinion score per pair"))
-    scale = feature_scale(v)
-    probe = LabelFreeHead(scale=scale, transform=transform, weights=np.zeros(v.shape[1]))
+    mos = _check_labels(mos, len(v), "pair")
+    scale, probe = _probe(v, transform)
     x = torch.from_numpy(probe.features(v))
     t = torch.from_numpy(severity_target(mos, mos_range))
     gen = torch.Generator().manual_seed(seed)
