@@ -252,10 +252,11 @@ def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibCo
 def _export(model, folder: Path, plugin: bool) -> None:
     from cdiqa import _lazy
     from cdiqa.export.graph import onnx_from_torch
+    from cdiqa.model.network import write_checkpoint
 
-    torch, onnx = _lazy.torch(), _lazy.onnx()
-    torch.save({"config": model.cfg.to_dict(), "model": model.state_dict()},
-               folder / DOMAIN_FILE_NAMES["checkpoint"])
+    onnx = _lazy.onnx()
+    write_checkpoint(folder / DOMAIN_FILE_NAMES["checkpoint"], model.cfg.to_dict(),
+                     model.state_dict())
     onnx.save(onnx_from_torch(model, "portable"), folder / DOMAIN_FILE_NAMES["fp32"])
     if plugin:
         onnx.save(onnx_from_torch(model, "plugin"), folder / DOMAIN_FILE_NAMES["fp32_plugin"])

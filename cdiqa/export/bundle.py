@@ -107,11 +107,11 @@ def _write(root: Path, model, heads: dict[str, dict], config: ExportConfig,
     from cdiqa.export.graph import onnx_from_torch
     from cdiqa.export.maps import maps_onnx_from_torch
     from cdiqa.export.plugin import plugin_spec
+    from cdiqa.model.network import write_checkpoint
 
-    torch, onnx = _lazy.torch(), _lazy.onnx()
+    onnx = _lazy.onnx()
     step("checkpoint")
-    torch.save({"config": model.cfg.to_dict(), "model": model.state_dict()},
-               root / FILE_NAMES[FILE_CHECKPOINT])
+    write_checkpoint(root / FILE_NAMES[FILE_CHECKPOINT], model.cfg.to_dict(), model.state_dict())
     plugin = plugin_spec(model.cfg.window, len(model.cfg.channels))
     for key, form in ((FILE_ONNX, "portable"), (FILE_ONNX_PLUGIN, "plugin")):
         step(f"{form} graph")

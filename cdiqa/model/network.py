@@ -429,6 +429,15 @@ def load_model(path, map_location: str = "cpu") -> CDIQA:
     return model.eval()
 
 
+def write_checkpoint(path, config: dict, state: dict, **extra):
+    """Write ``{"config": config, "model": state, **extra}`` atomically: what
+    ``read_checkpoint`` and ``load_model`` read. The one place cdiqa writes a checkpoint."""
+    from cdiqa.files import atomic_write
+
+    blob = {"config": config, "model": state, **extra}
+    return atomic_write(path, lambda f: torch.save(blob, f))
+
+
 def read_checkpoint(path, map_location: str = "cpu") -> dict:
     """The dict a checkpoint holds, unpickled with ``weights_only`` (tensors and plain data;
     nothing in the file runs). The one place cdiqa unpickles a file.

@@ -24,11 +24,10 @@ import numpy as np
 import torch
 
 from cdiqa.errors import ConfigError, describe
-from cdiqa.files import atomic_write
 from cdiqa.model import losses as L
 from cdiqa.model.data import (PairSampler, builtin_references, dev_kinds, load_reference_folder,
                               step_seed)
-from cdiqa.model.network import CDIQA, Codes, ModelConfig, read_checkpoint
+from cdiqa.model.network import CDIQA, Codes, ModelConfig, read_checkpoint, write_checkpoint
 from cdiqa.model.masking import features_from_stats
 
 #: ``progress(step, total, losses)`` after every step
@@ -191,16 +190,16 @@ def step_losses(model: CDIQA, ref: torch.Tensor, milder: torch.Tensor, stronger:
 def save_checkpoint(path: str | Path, model: CDIQA, optimizer, step: int,
                     cfg: TrainConfig) -> Path:
     """Write a resumable checkpoint atomically; ``load_model`` reads it too."""
-    blob = {"config": model.cfg.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "step": step, "train_config": cfg.to_dict()}
-    return atomic_write(path, lambda f: torch.save(blob, f))
+    return write_checkpoint(path, model.cfg.to_dict(), model.state_dict(),
+                            optimizer=optimizer.state_dict(), step=step,
+                            train_config=cfg.to_dict())
 
 
 def save_weights(checkpoint: str | Path, out: str | Path) -> Path:
     """Write only a checkpoint's config and float32 weights (what ``load_model`` needs)."""
     blob = read_checkpoint(checkpoint)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in blob["model"].items()}
-    return atomic_write(out, lambda f: torch.save({"config": blob["config"], "model": state}, f))
+    return write_checkpoint(out, blob["config"], state)
 
 
 def _make(cfg: TrainConfig) -> tuple[CDIQA, torch.optim.Optimizer]:
