@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         torch_scores = scores(folder / "torch.csv")
         vs_torch = max(abs(got[d][1] - torch_scores[d][1]) for d in got)
     n = args.pairs
-    text = (f"- machine: {header}\n- date: {utc_now()}\n- command: "
+    text = (f"{HEADING}\n\n- machine: {header}\n- date: {utc_now()}\n- command: "
             f"`{command_line(__file__, argv)}`\n\n"
             "| path | wall s (process start to exit) | pairs/s | x torch path |\n|---|---|---|---|\n"
             f"| runtime (`score --pairs`, 1 thread, torch never imported) | {runtime:.1f} | "
