@@ -33,7 +33,7 @@ def variants():
         cfg = ModelConfig.pyramid(bands)
         return cfg, cfg.energy_weights()
 
-    first, added = PYRAMID_BANDS[:5], PYRAMID_BANDS[5:]
+    first, added = PYRAMID_V1, PYRAMID_BANDS[len(PYRAMID_V1):]
     return {
         "pyramid (default, 9 bands)": pyramid(PYRAMID_BANDS),
         "first pyramid (5 bands, 2026-12-01)": pyramid(PYRAMID_V1),

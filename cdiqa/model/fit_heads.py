@@ -148,8 +148,7 @@ def fit_label_free(v: np.ndarray, method: Literal["pca", "energy", "whitened"] =
     scale) and ``pooling`` apply to "energy" only.
     """
     v = _check_features(v)
-    scale = feature_scale(v)
-    base = LabelFreeHead(scale=scale, transform=transform, weights=np.zeros(v.shape[1]))
+    scale, base = _probe(v, transform)
     x = base.features(v)
     if method == "pca":
         sd = x.std(axis=0)

@@ -55,9 +55,7 @@ PYRAMID_BANDS: tuple[tuple[str, int, str, float, float], ...] = (
     ("chroma", 8, "both", 0.1, 0.0))
 #: the five bands of the first pyramid (checkpoints without ``bands`` have these, with their
 #: one ``activity``)
-PYRAMID_V1 = tuple((k, st, "reference", *w) for k, st, w in (
-    ("luma", 2, (0.0, 1.0)), ("luma", 4, (0.0, 1.0)), ("chroma", 4, (0.25, 0.0)),
-    ("luma", 8, (0.0, 1.0)), ("chroma", 8, (0.25, 0.0))))
+PYRAMID_V1 = PYRAMID_BANDS[:5]
 #: channels of every pyramid band
 PYRAMID_BAND_CHANNELS = 2
 #: pyramid σ² per kind: luma GMSD's c (170 on 0..255 for the magnitude, halved per component),
@@ -185,6 +183,7 @@ class PyramidEncoder(nn.Module):
     def __init__(self, bands) -> None:
         super().__init__()
         self.bands = tuple((k, st) for k, st, *_ in bands)
+        self.deepest = max(st for _, st in self.bands)
         self.register_buffer("colour", torch.tensor(_YIQ).view(3, 3, 1, 1))
         sx = torch.tensor([[3.0, 0, -3], [10, 0, -10], [3, 0, -3]]) / 16
         self.register_buffer("gradients", torch.stack([sx, sx.t()]).unsqueeze(1))
@@ -193,9 +192,7 @@ class PyramidEncoder(nn.Module):
         y = F.conv2d(x, self.colour)
         luma, chroma = y[:, :1], y[:, 1:]
         bands = {}
-        for stride in (2, 4, 8, 16):
-            if stride > max(st for _, st in self.bands):
-                break
+        for stride in (st for st in (2, 4, 8, 16) if st <= self.deepest):
             luma, chroma = F.avg_pool2d(luma, 2), F.avg_pool2d(chroma, 2)
             if ("luma", stride) in self.bands:
                 bands[("luma", stride)] = F.conv2d(
