@@ -5,11 +5,13 @@
 ``benchmarks/domains.py`` holds out one fixed quarter of each domain's images (20-60 pairs
 from 2-4 images, where one swapped pair moves SRCC by ~0.01). Here each source image (group)
 is held out in turn: the model is adapted label-free on the others (``adapt``, the recipe of
-``calibrate``), the label-free head refitted on their ladders, and the held-out image's
-ladder scored; the held-out scores of all folds are pooled into one SRCC against -severity.
-Two more rows measure a guard that ``calibrate`` does not have yet: the natural model with a
-head refitted on the fold's ladders, and per fold whichever of the two (adapted or natural)
-ranks the fold's own calibration ladder better (its known order; no opinion score).
+``calibrate``), the domain head chosen on their ladders (``calibrate``'s ``domain_head``:
+the bundle's head, the label-free refit or a ranked head, by leave-one-image-out SRCC), and
+the held-out image's ladder scored; the held-out scores of all folds are pooled into one
+SRCC against -severity. Two more rows: the natural model with a domain head chosen the same
+way, and per fold whichever of the two (adapted or natural) has the better cross-validated
+SRCC on the fold's calibration ladder (biased towards the adapted model, which saw those
+images).
 Scores come from the torch model (the runtime agrees within ``tolerance("onnx_score")``).
 Only images of at least 176 px per side are used, so MS-SSIM runs on every pair.
 """
@@ -39,11 +41,10 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
 
     from cdiqa import metrics
     from cdiqa.calibration.adapt import adapt
-    from cdiqa.calibration.bundle import head_references
+    from cdiqa.calibration.bundle import domain_head, head_references
     from cdiqa.calibration.domains import domain_samples
     from cdiqa.calibration.evaluate import metric_scores
     from cdiqa.calibration.readers import ladder
-    from cdiqa.model import fit_heads as fit
     from cdiqa.model.distortions import degradations_for
     from cdiqa.model.scoring import pair_features, resolve_head, resolve_model
 
@@ -60,22 +61,19 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
         t0 = time.perf_counter()
         cal = [r for r in samples.references if r.group != g]
         tuned = adapt(model, [r.image for r in cal], kinds, steps=steps, seed=0).model
-        fit_lad = ladder(head_references(cal, kinds), kinds, seed=1)
         rows = np.flatnonzero(row_group == g)
         fold = {}
         for name, m in (("adapted", tuned), ("natural", model)):
-            v_fit = pair_features(m, fit_lad.pairs())
-            head = fit.fit_label_free(v_fit, **m.cfg.head_layout())
+            choice = domain_head(m, head_references(cal, kinds), kinds, base=natural, seed=1)
             v_rows = (pair_features(tuned, [pairs[i] for i in rows]) if m is tuned
                       else v_base[rows])
-            # the calibration ladder's known order (no opinion score): what a guard may use
-            fold[name] = (float(metrics.srcc(head.score(v_fit), -fit_lad.severity)),
-                          head.score(v_rows))
+            # the head's cross-validated SRCC on the calibration ladder (its known order, no
+            # opinion score): what a guard may use
+            fold[name] = (max(choice.srcc.values(), default=0.0), choice.head.score(v_rows))
+            log(f"{domain}: held out {g}, {name} model: {choice.describe()}")
         adapted[rows], refit[rows] = fold["adapted"][1], fold["natural"][1]
         guarded[rows] = max(fold.values(), key=lambda x: x[0])[1]
-        log(f"{domain}: held out {g} ({len(rows)} pairs, {time.perf_counter() - t0:.0f} s; "
-            f"calibration ladder SRCC adapted {fold['adapted'][0]:.3f}, "
-            f"natural {fold['natural'][0]:.3f})")
+        log(f"{domain}: held out {g} ({len(rows)} pairs, {time.perf_counter() - t0:.0f} s)")
     scores = {"natural model": natural.score(v_base),
               "natural model, domain head (CV)": refit,
               "adapted (label-free, CV)": adapted,

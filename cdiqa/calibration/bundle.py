@@ -5,7 +5,7 @@
     bundle ──copy──► .bundle.calib.<host>.<pid>.XXXX/ (beside it, same file system)
                        1 references of the domain, split by source image: calibration | held out
                        2 adapt (label-free) ──► domains/<d>/model.pt, model.onnx, model.plugin.onnx
-                       3 head: label-free (or few-shot with --labels) ──► profiles/<d>.json
+                       3 head: chosen (domain_head) or few-shot (--labels) ──► profiles/<d>.json
                        4 ranges on the domain's pairs ──► calibration/<d>.cache
                        5 cache ──► domains/<d>/model.int8.onnx (Q/DQ);  model.fp16.onnx
                        6 manifest; gates on the held-out pairs through the runtime; manifest
@@ -25,6 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from itertools import zip_longest
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
@@ -227,26 +228,46 @@ def _features(model, pairs) -> np.ndarray:
     return pair_features(model, pairs)
 
 
-def head_references(cal: list[Reference], kinds) -> list[np.ndarray]:
-    """The calibration images whose ladders fit the domain head: evenly spaced over ``cal``,
-    at most ``HEAD_REFERENCES`` and ``HEAD_PAIRS`` ladder pairs."""
+def head_references(cal: list[Reference], kinds) -> list[Reference]:
+    """The calibration references whose ladders fit the domain head, at most
+    ``HEAD_REFERENCES`` and ``HEAD_PAIRS`` ladder pairs: one per source image in turn, so
+    that the head's choice can hold out as many images as there are."""
     most = max(1, min(HEAD_REFERENCES, HEAD_PAIRS // (5 * len(kinds))))
-    return [r.image for r in cal[:: max(1, len(cal) // most)]][:most]
+    by_group: dict[str, list[Reference]] = {}
+    for r in cal:
+        by_group.setdefault(r.group, []).append(r)
+    turns = zip_longest(*by_group.values())
+    return [r for turn in turns for r in turn if r is not None][:most]
 
 
-def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibConfig):
+def domain_head(model, refs: list[Reference], kinds, *, base, seed: int, given=()):
+    """``HeadChoice`` of ``cdiqa.calibration.domain_head`` on the ladders of ``refs``."""
+    from cdiqa.calibration.domain_head import choose_head
+    from cdiqa.calibration.readers import ladder
+
+    lad = ladder([r.image for r in refs], kinds, names=[r.name for r in refs], seed=seed)
+    groups = np.array([refs[i].group for i in lad.ref_index])
+    v_given = _features(model, list(given)) if given else None
+    return choose_head(_features(model, lad.pairs()), lad.severity, groups, base=base,
+                       layout=model.cfg.head_layout(), v_unlabelled=v_given)
+
+
+def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibConfig,
+              base) -> tuple[object, tuple[str, ...]]:
+    """(head, notes): few-shot on ``labels`` if given, else the chosen domain head."""
     from cdiqa.calibration.readers import ladder
     from cdiqa.model import fit_heads as fit
 
-    lad = ladder(head_references(cal, kinds), kinds, seed=config.seed + 1)
-    v = _features(model, lad.pairs() + list(given))
-    layout = model.cfg.head_layout()
+    refs = head_references(cal, kinds)
     if labels is None:
-        return fit.fit_label_free(v, **layout)
+        choice = domain_head(model, refs, kinds, base=base, seed=config.seed + 1, given=given)
+        return choice.head, (choice.describe(),)
+    lad = ladder([r.image for r in refs], kinds, names=[r.name for r in refs], seed=config.seed + 1)
+    v = _features(model, lad.pairs() + list(given))
     lab_pairs, mos = labels
     v_lab = _features(model, lab_pairs)
     return fit.fit_few_shot(np.concatenate([v, v_lab]), v_lab, mos, mos_range=config.mos_range,
-                            **layout)
+                            **model.cfg.head_layout()), ()
 
 
 def _export(model, folder: Path, plugin: bool) -> None:
@@ -366,7 +387,8 @@ def _calibrate_in(root: Path, manifest: Manifest, config: CalibConfig, cal, held
     else:
         graph = root / manifest.files[FILE_ONNX].path
     report("head", 0, 1)
-    head = _fit_head(model, cal, kinds, given, labels, config)
+    base_head = _bundle_head(root, manifest)
+    head, notes = _fit_head(model, cal, kinds, given, labels, config, base_head)
     from cdiqa.heads import write_head
 
     write_head(head, root / PROFILES_DIR / f"{domain}.json")
@@ -400,7 +422,14 @@ def _calibrate_in(root: Path, manifest: Manifest, config: CalibConfig, cal, held
                                                   domain: replace(models, gates=gates)}), root)
     report("gate", 1, 1)
     return CalibrationReport("", domain, bool(config.adapt), config.method, len(cal), len(held),
-                             files, gates, result.losses)
+                             files, gates, result.losses, notes=notes)
+
+
+def _bundle_head(root: Path, manifest: Manifest):
+    """The head of the bundle's default domain: the domain head's first candidate."""
+    from cdiqa.heads import read_head
+
+    return read_head(root / manifest.domains[manifest.default_domain].path)
 
 
 def rebuild_from_cache(bundle: Path, config: CalibConfig, progress: Progress | None = None

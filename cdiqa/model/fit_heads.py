@@ -7,6 +7,10 @@ label_free     s = mean of v over the pairs; x = log1p(v / s); then either the f
                component of x standardized per feature ("pca"), the RMS of x ("energy"), or
                the norm of x whitened on its top principal components ("whitened"). No
                label is read. tau = median severity / ln 2.
+ranked         the label-free energy with one weight per feature fitted to rank pairs of
+               known severity (a degradation ladder, pooled over references and
+               degradations; no opinion score), the same ranking loss and prior as few_shot.
+               A label-free head (its JSON kind): calibrate's domain head candidate.
 few_shot       "energy" (default): the label-free energy with one log-weight per block,
                fitted to rank the k labelled pairs (logistic loss on pairs of pairs, a
                Gaussian prior pulling the log-weights to 0), then scaled to the target
@@ -170,6 +174,33 @@ def fit_label_free(v: np.ndarray, method: Literal["pca", "energy", "whitened"] =
                          tau=_tau(g))
 
 
+def fit_ranked(v: np.ndarray, severity: np.ndarray, *, prior: float,
+               v_unlabelled: np.ndarray | None = None,
+               transform: Literal["log1p", "identity"] = "log1p",
+               channels: Sequence[int] | None = None,
+               weights: Sequence[float] | None = None) -> LabelFreeHead:
+    """Label-free energy head whose per-feature weights rank the pairs by known severity.
+
+    ``severity`` (N,) is each pair's known severity rank (``Ladder.severity``: higher is
+    worse), compared across every pair, so the fit also sets how the domain's degradations
+    weigh against each other at equal level. Features the label-free weights leave at 0 stay
+    at 0. ``v_unlabelled`` (pairs of unknown severity) only join the feature scale. The result
+    is a ``LabelFreeHead`` (tau: median severity over ln 2), so identical images score 1.0.
+    """
+    v = _check_features(v)
+    sev = np.asarray(severity, np.float64)
+    if sev.shape != (len(v),):
+        raise ConfigError(describe("Severity", "argument", "severity", sev.shape, (len(v),),
+                                   "Give one known severity per pair"))
+    v_all = v if v_unlabelled is None else np.concatenate([v, _check_features(v_unlabelled)])
+    scale, probe = _probe(v_all, transform)
+    w = energy_weights(v.shape[1], channels, DEFAULT_POOLING, weights)
+    w = _ranked_weights(probe.features(v), -sev, w, np.arange(v.shape[1]), prior)
+    head = LabelFreeHead(scale=scale, transform=transform, weights=w, method="energy")
+    return LabelFreeHead(scale=scale, transform=transform, weights=w, method="energy",
+                         tau=_tau(head.severity(v_all)))
+
+
 def severity_target(mos: np.ndarray, mos_range: tuple[float, float]) -> np.ndarray:
     """t = -ln(q), q = (mos - lo) / (hi - lo) clipped to [Q_FLOOR, 1]: 0 for the best score."""
     lo, hi = mos_range
@@ -287,7 +318,10 @@ def _ranked_weights(x: np.ndarray, mos: np.ndarray, w: np.ndarray, blocks: np.nd
         z = RANK_SHARPNESS * sign * (g[j] - g[i])  # > 0 when the better pair is less severe
         return float(np.mean(np.logaddexp(0.0, -z)) + prior * theta @ theta)
 
-    theta = minimize(loss, np.zeros(len(used)), method="L-BFGS-B").x
+    # bounded: a weight may shrink or grow by e^20 at most (exp overflows long before
+    # the loss would notice)
+    theta = minimize(loss, np.zeros(len(used)), method="L-BFGS-B",
+                     bounds=[(-20.0, 20.0)] * len(used)).x
     out = w.copy()
     for b, th in zip(used, theta):
         out[blocks == b] *= np.exp(th)
