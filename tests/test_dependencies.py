@@ -144,6 +144,14 @@ def test_runtime_and_export_import_without_torch() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_ladders_import_without_torch() -> None:
+    """The ladder module is shared by the development benchmark (torch) and the cross-domain
+    benchmark and gates, which score through the runtime: it must not need torch."""
+    out = _child("import cdiqa.model.ladder, cdiqa.calibration.evaluate, cdiqa.calibration.gate"
+                 "\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    assert out.stdout.strip() == "[]"
+
+
 def test_cli_help_without_torch() -> None:
     out = _child("import sys; sys.argv = ['iqa-export', '--help']\nfrom cdiqa.cli import main\n"
                  "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n")

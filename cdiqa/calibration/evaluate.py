@@ -8,11 +8,12 @@ on), each distorted by every degradation of the domain at levels 1..5::
     adapted INT8 / FP16  its reduced-precision graphs, when present
     PSNR, SSIM, MS-SSIM, GMSD (GMSD negated: higher is better)
 
-Reported: SRCC against the known severity order (-level) over all held-out pairs pooled,
-the fraction of (reference, degradation) sequences scored monotonically, and for domains
-with real pairs (underwater raw vs enhanced, medical lossy vs lossless DICOM) the SRCC on
-the real ladder ``ref + t (dist - ref)``, t = 0.2..1 (``readers.real_ladder``). All scores
-come from the torch-free runtime (ONNX Runtime), as deployed.
+Reported: SRCC against the known severity order (``-Ladder.severity``) over all held-out
+pairs pooled, the fraction of (reference, degradation) sequences scored monotonically
+(``ladder.monotone``), and for domains with real pairs (underwater raw vs enhanced, medical
+lossy vs lossless DICOM) the SRCC on the real ladder ``ref + t (dist - ref)``, t = 0.2..1
+(``ladder.real_ladder``). All scores come from the torch-free runtime (ONNX Runtime), as
+deployed.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-import numpy as np
-
 from cdiqa import metrics
-from cdiqa.calibration.readers import Ladder
+from cdiqa.model.ladder import Ladder, ladder, metric_scores, monotone, real_ladder
 
 Progress = Callable[[str, int, int], None]
 
@@ -53,19 +52,6 @@ class DomainEval:
         return asdict(self)
 
 
-def monotone(lad: Ladder, scores: np.ndarray) -> float:
-    """Fraction of (reference, kind) sequences whose score never rises with the severity
-    (``Ladder.ordered_pairs``: a kind with an identity level is checked on each side)."""
-    seqs = lad.sequences()
-    ok = sum(all(scores[a] >= scores[b] for a, b in lad.ordered_pairs(rows)) for rows in seqs)
-    return ok / max(1, len(seqs))
-
-
-def metric_scores(lad: Ladder) -> dict[str, np.ndarray]:
-    """PSNR, SSIM, MS-SSIM, GMSD of every pair, higher is better (``metrics.pair_scores``)."""
-    return metrics.pair_scores(lad.pairs())
-
-
 def _row(lad: Ladder, scores, real: Ladder | None, real_scores) -> Row:
     r = None if real is None else float(metrics.srcc(real_scores, -real.severity))
     return Row(float(metrics.srcc(scores, -lad.severity)), monotone(lad, scores), r)
@@ -77,7 +63,6 @@ def held_out_ladders(domain: str, *, holdout: float = 0.25, seed: int = 0
     domain, with ``calibrate``'s split and ladder seed."""
     from cdiqa.calibration.bundle import split
     from cdiqa.calibration.domains import domain_samples
-    from cdiqa.calibration.readers import ladder, real_ladder
     from cdiqa.model.distortions import degradations_for
 
     samples = domain_samples(domain)

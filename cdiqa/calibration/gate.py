@@ -6,7 +6,7 @@ domain=..., precision=...)``, ONNX Runtime CPU):
 
     srcc_vs_fp32        SRCC(scores, FP32 scores)
     mean_abs_diff       mean |score - FP32 score|
-    srcc_ladder         SRCC(scores, -level): agreement with the known severity order
+    srcc_ladder         SRCC(scores, -severity): agreement with the known severity order
     passed              1 - srcc_vs_fp32 <= max_drop  and  srcc_ladder_fp32 - srcc_ladder <= max_drop
 
 A gate that fails raises ``CalibrationError`` unless the drop is accepted (``--accept-drop``).
@@ -18,9 +18,9 @@ import os
 
 import numpy as np
 
-from cdiqa.calibration.readers import Ladder
 from cdiqa.errors import CalibrationError
 from cdiqa.manifest import GateResult
+from cdiqa.model.ladder import Ladder
 
 #: largest SRCC drop a reduced-precision graph may show without ``--accept-drop``
 MAX_DROP = 0.01

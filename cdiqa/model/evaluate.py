@@ -15,7 +15,8 @@
 Reported per method: SRCC, KRCC, PLCC (4-parameter logistic) against the targets, a 95 %
 bootstrap interval of SRCC over test references (resampled with replacement, the same draws
 for every method), SRCC within each KADID category, and the fraction of (reference, type)
-sequences whose score never rises with severity (``DistortionType.severity_pairs``).
+sequences whose score never rises with severity (``ladder.monotone``: the identity-level rule
+of ``DistortionType.severity_pairs``).
 
 Leave-category-out folds: every fitted head is fitted again once per KADID category of the
 development types, on the tune pairs of the other categories only, and scores the test pairs
@@ -27,7 +28,7 @@ they are the same numbers computed on their plain scores. This is the protocol's
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,6 +37,7 @@ from cdiqa import metrics
 from cdiqa.heads import Head
 from cdiqa.model import fit_heads as fit
 from cdiqa.model.data import dev_kinds, read_marginals
+from cdiqa.model.ladder import Ladder, ladder, metric_scores, monotone
 
 Progress = Callable[[str, int, int], None]
 #: features of a pair set: (pairs, stage name for progress) -> v (N, D)
@@ -68,23 +70,10 @@ class EvalConfig:
 
 
 @dataclass
-class PairSet:
-    """Rendered pairs of one split, with their targets."""
+class PairSet(Ladder):
+    """The ladder of one split over the development types, with its targets."""
 
-    refs: list[np.ndarray]
-    ref_index: np.ndarray  # (N,) row -> refs
-    ref_names: list[str]
-    kinds: list[str]
-    levels: np.ndarray
-    mos: np.ndarray
-    dists: list[np.ndarray] = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.dists)
-
-    def pairs(self):
-        """(ref, dist) per row, grouped by reference."""
-        return ((self.refs[i], d) for i, d in zip(self.ref_index, self.dists))
+    mos: np.ndarray  # (N,) KADID marginal of each row's (type, level)
 
     @property
     def categories(self) -> np.ndarray:
@@ -96,52 +85,18 @@ class PairSet:
 
 def render_pairs(refs: dict[str, np.ndarray], cfg: EvalConfig, stage: str = "render",
                  progress: Progress | None = None) -> PairSet:
-    """Distort ``refs`` with the 13 dev types at 5 levels (8-bit, seeded)."""
-    from cdiqa.model.distortions import distort, pair_seed
-
+    """Distort ``refs`` with the 13 dev types at 5 levels (``ladder.ladder``: 8-bit, seeded
+    by name); each row's target is the KADID marginal of its (type, level)."""
     marg = read_marginals(cfg.marginals)
-    kinds = dev_kinds(cfg.marginals)
-    out = PairSet([], np.zeros(0, int), [], [], np.zeros(0, int), np.zeros(0), [])
-    idx, levels, mos = [], [], []
-    total = len(refs) * len(kinds) * 5
-    for r, (name, ref) in enumerate(refs.items()):
-        ref = np.round(ref * 255) / np.float32(255)
-        out.refs.append(ref)
-        out.ref_names.append(name)
-        for kind in kinds:
-            for lv in range(1, 6):
-                d = distort(ref, kind, lv, seed=pair_seed(cfg.seed, name, kind, lv))
-                out.dists.append((np.round(d * 255) / 255).astype(np.float32))
-                out.kinds.append(kind)
-                idx.append(r)
-                levels.append(lv)
-                mos.append(marg[(kind, lv)])
-                if progress is not None:
-                    progress(stage, len(out.dists), total)
-    out.ref_index, out.levels, out.mos = np.array(idx), np.array(levels), np.array(mos)
-    return out
+    lad = ladder(list(refs.values()), dev_kinds(cfg.marginals), names=list(refs),
+                 seed=cfg.seed, step=_step(progress, stage))
+    mos = np.array([marg[(k, int(lv))] for k, lv in zip(lad.kinds, lad.levels)])
+    return PairSet(**vars(lad), mos=mos)
 
 
-def metric_scores(pairs: PairSet, progress: Progress | None = None) -> dict[str, np.ndarray]:
-    """Training-free metrics of every pair, "higher is better" (``metrics.pair_scores``)."""
-    step = None if progress is None else (lambda i, n: progress("metrics", i, n))
-    return metrics.pair_scores(pairs.pairs(), step)
-
-
-def monotone_fraction(pairs: PairSet, scores: np.ndarray) -> float:
-    """Fraction of (reference, type) sequences whose score never rises with the severity order."""
-    from cdiqa.model.distortions import distortion_type
-
-    ok, n = 0, 0
-    kinds = np.array(pairs.kinds)
-    for r in range(len(pairs.refs)):
-        for kind in dict.fromkeys(pairs.kinds):
-            rows = np.flatnonzero((pairs.ref_index == r) & (kinds == kind))
-            by_level = {int(pairs.levels[i]): scores[i] for i in rows}
-            order = distortion_type(kind).severity_pairs()
-            ok += all(by_level[a] >= by_level[b] for a, b in order)
-            n += 1
-    return ok / n
+def _step(progress: Progress | None, stage: str):
+    """``progress`` of one stage as a ``(done, total)`` callback, or None."""
+    return None if progress is None else (lambda i, n: progress(stage, i, n))
 
 
 def bootstrap_rows(pairs: PairSet, n: int, seed: int) -> list[np.ndarray]:
@@ -164,7 +119,7 @@ def _row(pairs: PairSet, scores: np.ndarray, boot: list[np.ndarray],
     draws = [metrics.srcc(scores[i], pairs.mos[i]) for i in boot]
     if draws:
         r["SRCC_lo"], r["SRCC_hi"] = (float(x) for x in np.percentile(draws, [2.5, 97.5]))
-    r["monotone"] = monotone_fraction(pairs, scores)
+    r["monotone"] = monotone(pairs, scores)
     r["categories"] = category_srcc(pairs, scores)
     folds = scores if held_out is None else held_out
     r["folds"] = metrics.srcc(folds, pairs.mos)
@@ -294,7 +249,7 @@ def prepare(cfg: EvalConfig, progress: Progress | None = None) -> Benchmark:
     """Render both splits and compute the training-free metrics (model independent)."""
     test = render_pairs(split_references("test", cfg), cfg, "render test", progress)
     tune = render_pairs(split_references("tune", cfg), cfg, "render tune", progress)
-    return Benchmark(test, tune, metric_scores(test, progress),
+    return Benchmark(test, tune, metric_scores(test, _step(progress, "metrics")),
                      bootstrap_rows(test, cfg.bootstrap, cfg.seed))
 
 
@@ -321,8 +276,7 @@ def torch_featurizer(model, progress: Progress | None = None) -> Featurizer:
     from cdiqa.model.scoring import pair_features
 
     def features(ps: PairSet, stage: str) -> np.ndarray:
-        step = None if progress is None else (lambda i, n: progress(stage, i, n))
-        return pair_features(model, ps.pairs(), len(ps), step)
+        return pair_features(model, ps.pairs(), len(ps), _step(progress, stage))
     return features
 
 

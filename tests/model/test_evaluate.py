@@ -57,8 +57,8 @@ def test_pairs_cover_13_types_by_5_levels_with_their_marginal_targets(bench):
     marg = ev.read_marginals()
     for i in (0, 17, len(test) - 1):
         assert test.mos[i] == marg[(test.kinds[i], int(test.levels[i]))]
-    assert set(test.ref_names) == {"astronaut", "coffee"}
-    assert not set(test.ref_names) & set(bench.tune.ref_names)
+    assert set(test.names) == {"astronaut", "coffee"}
+    assert not set(test.names) & set(bench.tune.names)
 
 
 def test_report_has_every_head_and_metric_with_valid_correlations(report):
@@ -111,8 +111,9 @@ def test_leave_category_out_heads_never_see_the_held_category(bench, small, monk
     assert seen[:len(expected)] == expected
 
 
-def test_monotone_fraction_counts_sequences_that_never_rise(bench):
+def test_monotone_counts_sequences_that_never_rise(bench):
     from cdiqa.model.distortions import distortion_type
+    from cdiqa.model.ladder import monotone
 
     test = bench.test
     # a score that is exactly the severity order: 1 for level 1 ... 0 for level 5, and
@@ -120,5 +121,5 @@ def test_monotone_fraction_counts_sequences_that_never_rise(bench):
     good = np.array([1 - abs(lv - (distortion_type(k).identity_level or 0)) / 5
                      if distortion_type(k).identity_level else 1 - lv / 5
                      for k, lv in zip(test.kinds, test.levels)])
-    assert ev.monotone_fraction(test, good) == 1.0
-    assert ev.monotone_fraction(test, -good) < 0.2
+    assert monotone(test, good) == 1.0
+    assert monotone(test, -good) < 0.2

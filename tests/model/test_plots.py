@@ -43,7 +43,7 @@ def _pairs(n_refs: int = 2) -> PairSet:
     kinds = ["JPEG", "GBLUR", "AWGN"]
     rows = [(r, k, lv) for r in range(n_refs) for k in kinds for lv in plots.LEVELS]
     return PairSet(refs=[None] * n_refs, ref_index=np.array([r for r, _, _ in rows]),
-                   ref_names=[f"r{i}" for i in range(n_refs)], kinds=[k for _, k, _ in rows],
+                   names=[f"r{i}" for i in range(n_refs)], kinds=[k for _, k, _ in rows],
                    levels=np.array([lv for _, _, lv in rows]),
                    mos=np.array([5.0 - lv * 0.5 for _, _, lv in rows]), dists=[None] * len(rows))
 
