@@ -41,6 +41,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from cdiqa.errors import ConfigError, ManifestError, ShapeError, describe
+from cdiqa.masking import features_from_stats
 
 HEAD_VERSION = 1
 Transform = Literal["log1p", "identity"]
@@ -253,6 +254,19 @@ _KINDS: dict[str, tuple[type[Head], dict[str, int]]] = {
     "few_shot": (FewShotHead, {"coef": 1}),
     "supervised": (SupervisedHead, {"w1": 2, "b1": 1, "w2": 1}),
 }
+
+
+def score_from_stats(head: Head, sums, sumsq, counts) -> np.ndarray:
+    """Quality (B,) straight from a graph's outputs: v = ``features_from_stats`` (float32, as
+    the runtime computes it), then ``head.score(v)``. The one chain that the Triton models and
+    the export check apply; the runtime's ``Scorer`` runs the same two steps with tiles
+    combined in between.
+
+    >>> head = LabelFreeHead(scale=np.ones(4), weights=np.full(4, 0.5))
+    >>> score_from_stats(head, np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2))).tolist()
+    [1.0]
+    """
+    return head.score(features_from_stats(sums, sumsq, counts))
 
 
 def load_head(d: dict) -> Head:

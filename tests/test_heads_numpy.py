@@ -125,3 +125,19 @@ def test_features_of_wrong_size_or_non_finite_are_rejected(heads):
     v[0, 2] = np.nan
     with pytest.raises(ShapeError, match="NaN or inf"):
         heads[0].score(v)
+
+
+def test_score_from_stats_is_the_runtime_score_of_the_graph_outputs(tiny_bundle, rng):
+    """The Triton models and the export check score graph outputs with ``score_from_stats``:
+    the same numbers as the runtime's ``Scorer`` on the same pair."""
+    from cdiqa.heads import score_from_stats
+    from cdiqa.runtime import Scorer, SessionOptions
+    from cdiqa.runtime.preprocess import feed
+
+    ref = rng.random((64, 72, 3), np.float32)
+    dist = np.clip(ref + 0.1 * rng.standard_normal(ref.shape, np.float32), 0, 1)
+    with Scorer.load(tiny_bundle, "onnxruntime", options=SessionOptions(threads=1)) as s:
+        stats = s.stats(feed([ref, ref], [dist, ref]))
+        got = score_from_stats(s.head, *stats)
+        assert got.tolist() == s.score_batch([ref, ref], [dist, ref]).tolist()
+    assert got[1] == 1.0

@@ -30,7 +30,7 @@ from cdiqa.errors import CdiqaError, ParityError, ShapeError, describe
 from cdiqa.manifest import (FILE_CHECKPOINT, FILE_ONNX, FILE_ONNX_MAPS, FILE_ONNX_PLUGIN,
                             INPUT_DIST, INPUT_REF, INPUT_ROI, Manifest, PluginSpec,
                             load_manifest)
-from cdiqa.masking import features_from_stats
+from cdiqa.heads import score_from_stats
 from cdiqa.tolerances import relative_error, tolerance
 
 #: (height, width, batch) of the parity pairs: square, non-multiples of 32, batches > 1
@@ -364,8 +364,8 @@ def score_parity(model, scorer, pairs) -> str:
         theirs = torch_stats(model, ref, dist, roi)
         stats_diff = max([stats_diff] + [relative_error(a, b) for a, b in zip(ours, theirs)])
         for d, head in heads.items():
-            err = float(np.max(np.abs(head.score(features_from_stats(*ours))
-                                      - head.score(features_from_stats(*theirs)))))
+            err = float(np.max(np.abs(score_from_stats(head, *ours)
+                                      - score_from_stats(head, *theirs))))
             worst = max(worst, err)
             if err > tol:
                 raise ParityError(describe("Score error", "domain", f"{d} ({label})",

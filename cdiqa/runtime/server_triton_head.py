@@ -5,7 +5,7 @@ beside ``profile.json`` (the domain's head) and ``vendor/cdiqa/`` (the numpy-onl
 it imports, copied from the cdiqa that wrote the repository), so Triton's Python environment
 needs numpy and nothing else::
 
-    sums, sumsq, counts (B, D) ─► cdiqa.masking.features_from_stats ─► head.score ─► score (B, 1)
+    sums, sumsq, counts (B, D) ─► cdiqa.heads.score_from_stats(head, ...) ─► score (B, 1)
 
 The helpers below are shared with the ``python`` flavour's model (``server_triton_scorer``).
 Nothing here runs outside Triton except through them; ``triton_python_backend_utils`` exists
@@ -107,9 +107,9 @@ class TritonPythonModel:
         self._compute(zeros, zeros, np.ones_like(zeros))  # warm-up (see export.triton._warmup)
 
     def _compute(self, sums, sumsq, counts) -> np.ndarray:
-        from cdiqa.masking import features_from_stats
+        from cdiqa.heads import score_from_stats
 
-        return self.head.score(features_from_stats(sums, sumsq, counts))
+        return score_from_stats(self.head, sums, sumsq, counts)
 
     def execute(self, requests) -> list:
         """Score every request (see ``respond``)."""

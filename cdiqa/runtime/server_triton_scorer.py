@@ -6,8 +6,8 @@ from the cdiqa that wrote the repository). Triton's Python environment needs num
 onnxruntime (onnxruntime-gpu for ``KIND_GPU`` instances); this is the flavour for Triton
 builds without the ONNX Runtime backend, such as the CPU-only server in nvidia-pytriton::
 
-    ref, dist (B, 3, H, W), roi (B, 4) ─► Scorer.stats (ONNX Runtime) ─► features ─► head
-                                                                              ─► score (B, 1)
+    ref, dist (B, 3, H, W), roi (B, 4) ─► Scorer.stats (ONNX Runtime)
+                                        ─► cdiqa.heads.score_from_stats(head, ...) ─► score (B, 1)
 
 The inputs and output are those of the ensemble flavour, so one client serves both.
 Parameters (config.pbtxt): ``domain`` (the head), ``threads`` (ORT intra-op threads).
@@ -58,10 +58,10 @@ class TritonPythonModel:
         return respond(pb_utils, requests, self.inputs, self.output, self._compute)
 
     def _compute(self, *arrays: np.ndarray) -> np.ndarray:
-        from cdiqa.masking import features_from_stats
+        from cdiqa.heads import score_from_stats
 
         stats = self.scorer.stats(dict(zip(self.inputs, arrays)))
-        return self.scorer.head.score(features_from_stats(*stats))
+        return score_from_stats(self.scorer.head, *stats)
 
     def finalize(self) -> None:
         """Close the ONNX Runtime session."""

@@ -126,15 +126,14 @@ def _ensemble_scores(repo: Path, refs, dists) -> np.ndarray:
     ONNX Runtime, then its head model's profile.json on the stats."""
     import onnxruntime as ort
 
-    from cdiqa.heads import load_head
-    from cdiqa.masking import features_from_stats
+    from cdiqa.heads import load_head, score_from_stats
     from cdiqa.runtime.preprocess import feed
 
     session = ort.InferenceSession(str(repo / GRAPH_MODEL / "1" / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
     stats = session.run(list(OUTPUT_NAMES), feed(refs, dists))
     head = load_head(json.loads((repo / HEAD_MODEL / "1" / "profile.json").read_text()))
-    return head.score(features_from_stats(*stats))
+    return score_from_stats(head, *stats)
 
 
 def _runtime_scores(bundle: Path, refs, dists, precision: str = "fp32") -> np.ndarray:
