@@ -4,7 +4,6 @@ timeouts, readiness, and a real uvicorn process on loopback with a graceful shut
 from __future__ import annotations
 
 import io
-import os
 import re
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -55,22 +53,11 @@ def scorer(tiny_bundle):
         yield s
 
 
-@contextmanager
-def running(app):
-    """A TestClient with the app's lifespan running and the model warm."""
-    with TestClient(app, raise_server_exceptions=False) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").json()
-            time.sleep(0.02)
-        yield client
-
-
 def spec_statuses(client, path: str, method: str = "post") -> set[int]:
     return {int(s) for s in client.get("/openapi.json").json()["paths"][path][method]["responses"]}
 
 
-def test_score_and_batch_match_the_runtime(scorer):
+def test_score_and_batch_match_the_runtime(scorer, running):
     ref, dist = noisy_pair()
     ref2, dist2 = noisy_pair(96, 64, seed=1, noise=30)
     with running(create_app(scorer)) as client:
@@ -94,7 +81,7 @@ def test_score_and_batch_match_the_runtime(scorer):
         assert abs(r.json()["score"] - expected[0]) <= ATOL
 
 
-def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(scorer):
+def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(scorer, running):
     ref, dist = noisy_pair()
     good = files(ref, dist)
     expected = scorer.score(ref, dist)
@@ -198,7 +185,7 @@ def test_every_bad_request_gets_a_clear_json_4xx_and_the_server_keeps_serving(sc
     assert f'cdiqa_http_requests_total{{endpoint="score",status="200"}} {float(len(cases))}' in metrics
 
 
-def test_openapi_describes_exactly_the_app_routes(scorer):
+def test_openapi_describes_exactly_the_app_routes(scorer, running):
     app = create_app(scorer)
     with running(app) as client:
         spec = client.get("/openapi.json").json()
@@ -225,7 +212,7 @@ def _busy(service, size: int = 2048):
     return service.submit("natural", z, z)
 
 
-def test_full_queue_answers_503_with_retry_after(scorer):
+def test_full_queue_answers_503_with_retry_after(scorer, running):
     app = create_app(scorer, ServeConfig(max_batch=1, max_wait=0, max_queue=1, retry_after=2))
     ref, dist = noisy_pair()
     with running(app) as client:
@@ -246,7 +233,7 @@ def test_full_queue_answers_503_with_retry_after(scorer):
         assert client.post("/v1/score", files=files(ref, dist)).status_code == 200
 
 
-def test_slow_answer_is_a_504_and_does_not_linger(scorer):
+def test_slow_answer_is_a_504_and_does_not_linger(scorer, running):
     app = create_app(scorer, ServeConfig(max_batch=1, max_wait=0, timeout=0.3))
     ref, dist = noisy_pair()
     with running(app) as client:
@@ -383,7 +370,7 @@ def test_uvicorn_config_carries_the_connection_limits(scorer):
                               timeout=0.5, max_wait=0.001)) == ("h11", 2.5, None, 8192, 6, "on")
 
 
-def test_request_ids_are_echoed_only_when_safe(scorer):
+def test_request_ids_are_echoed_only_when_safe(scorer, running):
     import h11
 
     reported = "a" * 127 + " b"  # 129 characters, a space at position 128: cut at 128, it
@@ -427,7 +414,7 @@ class ProfileSession:
         pass
 
 
-def test_a_failing_pair_fails_only_its_own_request(scorer):
+def test_a_failing_pair_fails_only_its_own_request(scorer, running):
     session = ProfileSession(scorer.session, max_height=80)
     app = create_app(Scorer(scorer.manifest, session), ServeConfig(max_batch=8, max_wait=0))
     good = [noisy_pair(seed=i, noise=5 + 10 * i) for i in range(3)]
@@ -521,27 +508,10 @@ def test_server_modules_import_without_starlette_or_torch():
 
 
 @pytest.mark.slow
-def test_uvicorn_process_batches_answers_errors_and_drains_on_sigterm(tiny_bundle, scorer):
-    cmd = [sys.executable, "-m", "cdiqa.cli", "serve", str(tiny_bundle), "--port", "0",
-           "--backend", "onnxruntime", "--threads", "1", "--max-batch", "8",
-           "--max-wait-ms", "1000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        line = proc.stdout.readline()
-        match = re.fullmatch(r"cdiqa serving on (http://127\.0\.0\.1:(\d+))\n", line)
-        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
-        url = match.group(1)
+def test_uvicorn_process_batches_answers_errors_and_drains_on_sigterm(tiny_bundle, scorer,
+                                                                      serve_process):
+    with serve_process(tiny_bundle, "--max-batch", "8", "--max-wait-ms", "1000") as (proc, url):
         with httpx.Client(base_url=url, timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
             ref, dist = noisy_pair()
             bad = client.post("/v1/score", files={**files(ref, dist), "dist": ("d", b"xx")})
             assert bad.status_code == 400 and bad.json()["error"]["field"] == "dist"
@@ -579,7 +549,3 @@ def test_uvicorn_process_batches_answers_errors_and_drains_on_sigterm(tiny_bundl
         assert proc.wait(30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{url}/healthz", timeout=2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)

@@ -6,14 +6,10 @@ real server process whose peak memory stays bounded under a burst of 38 KB bombs
 from __future__ import annotations
 
 import io
-import os
 import signal
-import subprocess
-import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +21,6 @@ from cdiqa.tolerances import tolerance
 
 pytest.importorskip("starlette", reason="the server needs cdiqa[serve]")
 httpx = pytest.importorskip("httpx", reason="the tests talk to the server with httpx")
-from starlette.testclient import TestClient  # noqa: E402
 
 ATOL = tolerance("served_score").atol
 
@@ -67,16 +62,6 @@ def noisy(h: int = 64, w: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return ref, dist
 
 
-@contextmanager
-def running(app):
-    with TestClient(app, raise_server_exceptions=False) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").json()
-            time.sleep(0.02)
-        yield client
-
-
 @pytest.fixture(scope="module")
 def scorer(tiny_bundle):
     with Scorer.load(tiny_bundle, "onnxruntime", options=SessionOptions(threads=1)) as s:
@@ -95,7 +80,7 @@ def header_only_png(width: int, height: int) -> bytes:
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_header_bombs_get_413_whatever_their_size(scorer):
+def test_header_bombs_get_413_whatever_their_size(scorer, running):
     ok = encode(noisy()[0])
     with running(create_app(scorer)) as client:
         for size in ((8001, 8000), (10_000, 10_000), (20_000, 20_000), (2**31 - 1, 2**31 - 1)):
@@ -106,7 +91,7 @@ def test_header_bombs_get_413_whatever_their_size(scorer):
         assert client.post("/v1/score", files=upload(ok, ok)).status_code == 200
 
 
-def test_admission_counts_decoded_pixels(scorer):
+def test_admission_counts_decoded_pixels(scorer, running):
     ref, dist = noisy()  # 64 x 80: 10240 pixels a pair
     config = ServeConfig(max_inflight_pixels=15_000, retry_after=2)
     with running(create_app(scorer, config)) as client:
@@ -143,7 +128,7 @@ class CountingSession:
         return getattr(self.session, name)
 
 
-def test_a_timed_out_request_abandons_its_tiles(scorer):
+def test_a_timed_out_request_abandons_its_tiles(scorer, running):
     """2048 x 2048 in 32 px tiles is 4096 graph calls (about a minute here): the request
     times out after 1 s, and its pair stops at the next tile instead of running on."""
     spy = CountingSession(scorer.session)
@@ -166,7 +151,7 @@ def test_a_timed_out_request_abandons_its_tiles(scorer):
             == 200
 
 
-def test_mpo_and_16_bit_uploads_are_scored_like_their_pixels(scorer):
+def test_mpo_and_16_bit_uploads_are_scored_like_their_pixels(scorer, running):
     from PIL import Image
 
     ref, dist = noisy(seed=3)
@@ -222,7 +207,7 @@ def _seeds() -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_client(scorer):
+def fuzz_client(scorer, running):
     with running(create_app(scorer, ServeConfig(max_pixels=FUZZ_PIXELS))) as client:
         yield client
 
@@ -290,28 +275,13 @@ def _peak_rss(pid: int) -> float:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
-def test_a_burst_of_bombs_keeps_memory_bounded_and_the_server_serving():
-    import re
-
+def test_a_burst_of_bombs_keeps_memory_bounded_and_the_server_serving(serve_process):
     from cdiqa.manifest import DEFAULT_BUNDLE
 
     bomb = zero_png(6000, 6600)
     assert len(bomb) < 50_000  # 38 KB that decodes to 40 MP
-    cmd = [sys.executable, "-m", "cdiqa.cli", "serve", str(DEFAULT_BUNDLE), "--port", "0",
-           "--backend", "onnxruntime", "--threads", "2", "--timeout", "3"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-    try:
-        line = proc.stdout.readline()
-        match = re.fullmatch(r"cdiqa serving on (http://127\.0\.0\.1:\d+)\n", line)
-        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
-        url = match.group(1)
+    with serve_process(DEFAULT_BUNDLE, "--timeout", "3", threads=2) as (proc, url):
         with httpx.Client(base_url=url, timeout=60) as client:
-            deadline = time.monotonic() + 60
-            while client.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
-
             def post(_):
                 with httpx.Client(base_url=url, timeout=60) as c:
                     return c.post("/v1/score", files=upload(bomb, bomb)).status_code
@@ -331,6 +301,3 @@ def test_a_burst_of_bombs_keeps_memory_bounded_and_the_server_serving():
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert peak < BOMB_BURST_RSS, f"peak RSS {peak / 1e9:.2f} GB"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
