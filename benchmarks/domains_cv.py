@@ -5,8 +5,9 @@
 ``benchmarks/domains.py`` holds out one fixed quarter of each domain's images (20-60 pairs
 from 2-4 images, where one swapped pair moves SRCC by ~0.01). Here each source image (group)
 is held out in turn: the model is adapted label-free on the others (``adapt``, the recipe of
-``calibrate``), the domain head chosen on their ladders (``calibrate``'s ``domain_head``:
-the bundle's head, the label-free refit or a ranked head, by leave-one-image-out SRCC), and
+``calibrate``), the input scale and domain head chosen on their ladders (``calibrate``'s
+``domain_model_and_head``: the bundle's head, the label-free refit or a ranked head, at
+input scale 1 or 2, by leave-one-image-out SRCC), and
 the held-out image's ladder scored; the held-out scores of all folds are pooled into one
 SRCC against -severity. Two more rows: the natural model with a domain head chosen the same
 way, and per fold whichever of the two (adapted or natural) has the better cross-validated
@@ -41,11 +42,10 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
 
     from cdiqa import metrics
     from cdiqa.calibration.adapt import adapt
-    from cdiqa.calibration.bundle import domain_head, head_references
+    from cdiqa.calibration.bundle import domain_model_and_head, head_references
     from cdiqa.calibration.domains import domain_samples
-    from cdiqa.calibration.evaluate import metric_scores
-    from cdiqa.calibration.readers import ladder
     from cdiqa.model.distortions import degradations_for
+    from cdiqa.model.ladder import ladder, metric_scores
     from cdiqa.model.scoring import pair_features, resolve_head, resolve_model
 
     torch.set_num_threads(1)
@@ -64,13 +64,14 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
         rows = np.flatnonzero(row_group == g)
         fold = {}
         for name, m in (("adapted", tuned), ("natural", model)):
-            choice = domain_head(m, head_references(cal, kinds), kinds, base=natural, seed=1)
-            v_rows = (pair_features(tuned, [pairs[i] for i in rows]) if m is tuned
-                      else v_base[rows])
+            m, choice, notes = domain_model_and_head(m, head_references(cal, kinds), kinds,
+                                                     base=natural, seed=1)
+            v_rows = (v_base[rows] if m is model
+                      else pair_features(m, [pairs[i] for i in rows]))
             # the head's cross-validated SRCC on the calibration ladder (its known order, no
             # opinion score): what a guard may use
             fold[name] = (max(choice.srcc.values(), default=0.0), choice.head.score(v_rows))
-            log(f"{domain}: held out {g}, {name} model: {choice.describe()}")
+            log(f"{domain}: held out {g}, {name} model: " + "; ".join(notes))
         adapted[rows], refit[rows] = fold["adapted"][1], fold["natural"][1]
         guarded[rows] = max(fold.values(), key=lambda x: x[0])[1]
         log(f"{domain}: held out {g} ({len(rows)} pairs, {time.perf_counter() - t0:.0f} s)")

@@ -13,9 +13,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from cdiqa.manifest import INPUT_DIST, INPUT_REF, INPUT_ROI
-# ``ladder`` only for calibration/bundle.py and benchmarks/domains_cv.py, which still import
-# it from here; new code imports it from cdiqa.model.ladder
-from cdiqa.model.ladder import ladder, round_to_8bit  # noqa: F401
+from cdiqa.model.ladder import round_to_8bit
 
 
 def _feed(ref: np.ndarray, dist: np.ndarray) -> dict[str, np.ndarray]:

@@ -62,6 +62,8 @@ PYRAMID_BAND_CHANNELS = 2
 #: chroma 130 on 0..255 (docs/model.md)
 PYRAMID_SIGMA2 = {"luma": 85 / 255 ** 2, "chroma": 130 / 255 ** 2}
 ACTIVITIES = ("reference", "both")
+#: upsampling factors of ``ModelConfig.input_scale`` (2 keeps every stride an integer)
+INPUT_SCALES = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ class ModelConfig:
     activity: Literal["reference", "both"] = "reference"
     #: pyramid bands (``PYRAMID_BANDS``); empty for the trunk
     bands: tuple[tuple[str, int, str, float, float], ...] = ()
+    #: the images are upsampled by this factor (bilinear) before the encoder, so every band
+    #: sits one octave finer: 2 for screen content, whose text strokes are gone at /2 (chosen
+    #: per domain by ``calibrate``, docs/calibration.md)
+    input_scale: int = 1
 
     @classmethod
     def pyramid(cls, bands=PYRAMID_BANDS) -> "ModelConfig":
@@ -111,6 +117,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from cdiqa.errors import ConfigError, describe
 
+        if self.input_scale not in INPUT_SCALES:
+            raise ConfigError(describe("Input scale", "model config", "input_scale",
+                                       self.input_scale, f"one of {INPUT_SCALES}",
+                                       "Pick one of them"))
         if self.frontend != "pyramid":
             return
         want = (PYRAMID_BAND_CHANNELS,) * len(self.bands)
@@ -129,8 +139,9 @@ class ModelConfig:
     @property
     def strides(self) -> tuple[int, ...]:
         """Stride of each masking scale (band) relative to the input image."""
-        return (tuple(b[1] for b in self.bands) if self.frontend == "pyramid"
-                else TRUNK_STRIDES[:len(self.channels)])
+        own = (tuple(b[1] for b in self.bands) if self.frontend == "pyramid"
+               else TRUNK_STRIDES[:len(self.channels)])
+        return tuple(st // self.input_scale for st in own)
 
     @property
     def activities(self) -> tuple[str, ...]:
@@ -367,6 +378,9 @@ class CDIQA(nn.Module):
 
     def codes(self, x: torch.Tensor) -> Codes:
         """Encoder maps and content/degradation codes of one batch of images."""
+        if self.cfg.input_scale != 1:
+            x = F.interpolate(x, scale_factor=float(self.cfg.input_scale), mode="bilinear",
+                              align_corners=False)
         phi = self.encoder(x)
         content = [h(p) for h, p in zip(self.content_heads, phi)]
         degradation = [h(p) for h, p in zip(self.degradation_heads, phi)]
@@ -396,6 +410,15 @@ class CDIQA(nn.Module):
     def features(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         """v (B, 2D) of whole images."""
         return tm.features_from_stats(*self(ref, dist))
+
+
+def with_input_scale(model: CDIQA, scale: int) -> CDIQA:
+    """A copy of ``model`` that upsamples its inputs by ``scale`` (same parameters)."""
+    from dataclasses import replace
+
+    out = CDIQA(replace(model.cfg, input_scale=int(scale)))
+    out.load_state_dict(model.state_dict())
+    return out.train(model.training)
 
 
 def roi_mask(roi: torch.Tensor | None, size: tuple[int, int], stride: int,

@@ -36,7 +36,8 @@ def test_calibrated_bundle_layout(calibrated):
     for g in dm.gates.values():
         assert g.pairs > 0 and g.accepted and -1 <= g.srcc_vs_fp32 <= 1
     assert report.references > 0 and report.held_out > 0
-    assert any(n.startswith("domain head: ") for n in report.notes)  # the choice is reported
+    assert any(n.startswith("domain head: ") for n in report.notes)  # the choices are reported
+    assert any(n.startswith("input scale ") for n in report.notes)
     assert not _leftovers(bundle)
 
 

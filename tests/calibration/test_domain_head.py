@@ -66,3 +66,20 @@ def test_one_source_image_keeps_the_label_free_refit():
     v, sev, _ = _ladder(groups=1)
     choice = choose_head(v, sev, np.array(["only"] * len(v)), base=None, layout=LAYOUT)
     assert choice.name == "label-free" and choice.srcc == {}
+
+
+def test_screen_content_is_scored_at_input_scale_2():
+    """Text strokes are gone at the pyramid's /2: the choice upsamples screen content (the
+    cross-validated SRCC differs by ~0.1, far beyond any machine's rounding)."""
+    pytest.importorskip("torch")
+    from cdiqa.calibration.bundle import domain_model_and_head, head_references
+    from cdiqa.calibration.domains import domain_samples
+    from cdiqa.model.distortions import degradations_for
+    from cdiqa.model.scoring import resolve_head, resolve_model
+
+    kinds = degradations_for("screen")
+    refs = head_references(domain_samples("screen").references, kinds)
+    model, choice, notes = domain_model_and_head(resolve_model(None), refs, kinds,
+                                                 base=resolve_head(None), seed=1)
+    assert model.cfg.input_scale == 2 and notes[1].startswith("input scale 2")
+    assert choice.head.dim == model.feature_dim

@@ -146,3 +146,25 @@ def test_dynamic_shapes_run_on_onnxruntime(tiny_bundle: Path) -> None:
         sums, sumsq, counts = sess.run(None, {"ref": ref, "dist": ref, "roi": roi})
         assert sums.shape == (b, 32) and not sums.any() and not sumsq.any()
         assert counts[0, 0] == -(-h // 4) * -(-w // 4)  # stride-4 map of ceil(h/4) x ceil(w/4)
+
+
+@pytest.mark.parametrize("h, w", [(64, 96), (77, 50)])
+def test_input_scale_exports_as_a_resize_and_runs_like_torch(h: int, w: int) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from cdiqa.model.network import CDIQA, ModelConfig, with_input_scale
+
+    torch.manual_seed(0)
+    model = with_input_scale(CDIQA(ModelConfig.pyramid()).eval(), 2)
+    proto = onnx_from_torch(model, "portable")
+    assert Counter(n.op_type for n in proto.graph.node)["Resize"] == 2  # ref and dist
+    sess = ort.InferenceSession(proto.SerializeToString())
+    rng = np.random.default_rng(1)
+    ref = rng.random((1, 3, h, w), np.float32)
+    dist = np.clip(ref + rng.normal(0, 0.05, ref.shape), 0, 1).astype(np.float32)
+    roi = np.array([[0, 0, h // 2, w]], np.int32)  # counts at the scaled strides too
+    got = sess.run(None, {"ref": ref, "dist": dist, "roi": roi})
+    with torch.no_grad():
+        want = model(torch.from_numpy(ref), torch.from_numpy(dist), torch.from_numpy(roi))
+    assert np.array_equal(got[2], want.counts.numpy())
+    for g, t in zip(got[:2], want[:2]):
+        assert relative_error(g, t.numpy()) <= tolerance("onnx").rtol

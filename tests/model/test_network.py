@@ -225,3 +225,27 @@ def test_pyramid_config_is_checked_and_round_trips():
         ModelConfig.pyramid(bands=[("luma", 3, "reference", 0.0, 1.0)])
     with pytest.raises(ConfigError, match="Front end for option 'frontend': got bogus"):
         ModelConfig.named("bogus")
+
+
+def test_input_scale_moves_every_band_one_octave_finer(pair):
+    import json
+
+    from cdiqa.errors import ConfigError
+    from cdiqa.model.network import with_input_scale
+
+    base = CDIQA(ModelConfig.pyramid()).eval()
+    up = with_input_scale(base, 2)
+    assert up.cfg.strides == tuple(s // 2 for s in base.cfg.strides)
+    assert ModelConfig.from_dict(json.loads(json.dumps(up.cfg.to_dict()))) == up.cfg
+    old = {k: v for k, v in base.cfg.to_dict().items() if k != "input_scale"}
+    assert ModelConfig.from_dict(old).input_scale == 1  # checkpoints from before the field
+    ref, dist = pair
+    with torch.no_grad():
+        codes = up.codes(ref)
+        assert codes.phi[0].shape[2:] == ref.shape[2:]  # luma /2 of the 2x image: full size
+        assert torch.count_nonzero(up.features(ref, ref)) == 0  # identical images: v == 0
+        # a distortion reads non-zero, and not as at scale 1
+        v_up, v_base = up.features(ref, dist), base.features(ref, dist)
+    assert torch.all(v_up[0] > 0) and not torch.allclose(v_up, v_base)
+    with pytest.raises(ConfigError, match="Input scale for model config"):
+        ModelConfig(input_scale=3)
