@@ -76,9 +76,9 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
         guarded[rows] = max(fold.values(), key=lambda x: x[0])[1]
         log(f"{domain}: held out {g} ({len(rows)} pairs, {time.perf_counter() - t0:.0f} s)")
     scores = {"natural model": natural.score(v_base),
-              "natural model, domain head (CV)": refit,
-              "adapted (label-free, CV)": adapted,
-              "better on the calibration ladder (CV)": guarded, **metric_scores(lad)}
+              "natural model, chosen head (CV)": refit,
+              "calibrate: adapted, chosen head (CV)": adapted,
+              "adapted or natural by calibration CV": guarded, **metric_scores(lad)}
     return {"domain": domain, "pairs": len(lad), "images": len(set(groups)),
             "srcc": {k: float(metrics.srcc(s, -lad.severity)) for k, s in scores.items()}}
 
