@@ -240,13 +240,18 @@ def head_references(cal: list[Reference], kinds) -> list[Reference]:
     return [r for turn in turns for r in turn if r is not None][:most]
 
 
-def domain_head(model, refs: list[Reference], kinds, *, base, seed: int, given=()):
-    """``HeadChoice`` of ``cdiqa.calibration.domain_head`` on the ladders of ``refs``."""
-    from cdiqa.calibration.domain_head import choose_head
+def head_ladder(refs: list[Reference], kinds, seed: int):
+    """The ladder of ``refs`` that a domain head is fitted on (each name seeds its noise)."""
     from cdiqa.model.ladder import ladder
 
-    lad = ladder([r.image for r in refs], kinds, names=[r.name for r in refs], seed=seed)
-    groups = np.array([refs[i].group for i in lad.ref_index])
+    return ladder([r.image for r in refs], kinds, names=[r.name for r in refs], seed=seed)
+
+
+def domain_head(model, lad, groups: np.ndarray, *, base, given=()):
+    """``HeadChoice`` of ``cdiqa.calibration.domain_head`` on ``lad`` (``groups``: each row's
+    source image)."""
+    from cdiqa.calibration.domain_head import choose_head
+
     v_given = _features(model, list(given)) if given else None
     return choose_head(_features(model, lad.pairs()), lad.severity, groups, base=base,
                        layout=model.cfg.head_layout(), v_unlabelled=v_given)
@@ -263,11 +268,13 @@ def domain_model_and_head(model, refs: list[Reference], kinds, *, base, seed: in
     from cdiqa.calibration.domain_head import MARGIN
     from cdiqa.model.network import INPUT_SCALES, with_input_scale
 
+    lad = head_ladder(refs, kinds, seed)  # one ladder for every scale
+    groups = np.array([refs[i].group for i in lad.ref_index])
     own = model.cfg.input_scale
     tried = {}
     for scale in (own, *(s for s in INPUT_SCALES if s != own)):
         m = model if scale == own else with_input_scale(model, scale)
-        tried[scale] = (m, domain_head(m, refs, kinds, base=base, seed=seed, given=given))
+        tried[scale] = (m, domain_head(m, lad, groups, base=base, given=given))
     best = lambda sc: max(tried[sc][1].srcc.values(), default=-1.0)  # noqa: E731
     scale = max(tried, key=best)
     scale = scale if best(scale) > best(own) + MARGIN else own
@@ -282,7 +289,6 @@ def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibCo
               base) -> tuple[object, object, tuple[str, ...]]:
     """(model, head, notes): few-shot on ``labels`` if given, else the chosen input scale
     and domain head."""
-    from cdiqa.model.ladder import ladder
     from cdiqa.model import fit_heads as fit
 
     refs = head_references(cal, kinds)
@@ -290,9 +296,7 @@ def _fit_head(model, cal: list[Reference], kinds, given, labels, config: CalibCo
         model, choice, notes = domain_model_and_head(model, refs, kinds, base=base,
                                                      seed=config.seed + 1, given=given)
         return model, choice.head, notes
-    lad = ladder([r.image for r in refs], kinds, names=[r.name for r in refs],
-                 seed=config.seed + 1)
-    v = _features(model, lad.pairs() + list(given))
+    v = _features(model, head_ladder(refs, kinds, config.seed + 1).pairs() + list(given))
     lab_pairs, mos = labels
     v_lab = _features(model, lab_pairs)
     return model, fit.fit_few_shot(np.concatenate([v, v_lab]), v_lab, mos,
