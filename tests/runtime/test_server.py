@@ -206,42 +206,66 @@ def test_openapi_describes_exactly_the_app_routes(scorer, running):
     assert set(spec["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
 
 
-def _busy(service, size: int = 2048):
-    """Occupy the stream's worker with one large pair (a second or more of real inference)."""
-    z = np.zeros((size, size, 3), np.float32)
-    return service.submit("natural", z, z)
+class GatedScorer:
+    """The real scorer, whose micro-batches wait while ``gate`` is closed: a model exactly as
+    slow as a test needs, with no guess at how long an inference takes on this machine."""
+
+    def __init__(self, scorer, gate: threading.Event | None = None) -> None:
+        self._scorer = scorer
+        self.gate = gate or threading.Event()
+        if gate is None:
+            self.gate.set()  # open for the warm-up run
+
+    def score_pairs(self, pairs, **kw):
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self._scorer.score_pairs(pairs, **kw)
+
+    def with_domain(self, domain: str) -> GatedScorer:
+        return GatedScorer(self._scorer.with_domain(domain), self.gate)
+
+    def __getattr__(self, name: str):
+        return getattr(self._scorer, name)
+
+
+def _busy(app, size: int = 64):
+    """Close the gate and give the stream's worker one pair: it holds the worker until the
+    test opens the gate."""
+    app.state.service.scorer.gate.clear()
+    return app.state.service.submit("natural", *noisy_pair(size, size))
 
 
 def test_full_queue_answers_503_with_retry_after(scorer, running):
-    app = create_app(scorer, ServeConfig(max_batch=1, max_wait=0, max_queue=1, retry_after=2))
+    app = create_app(GatedScorer(scorer), ServeConfig(max_batch=1, max_wait=0, max_queue=1,
+                                                      retry_after=2))
     ref, dist = noisy_pair()
     with running(app) as client:
-        service = app.state.service
-        first = _busy(service)
+        first = _busy(app)
         deadline = time.monotonic() + 10
         while not first.running():  # the worker took it: the queue is empty again
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        second = _busy(service, 64)  # waits in the queue (max_queue=1)
+        second = app.state.service.submit("natural", ref, dist)  # waits (max_queue=1)
         r = client.post("/v1/score", files=files(ref, dist))
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"] == "2"
         assert r.json()["error"]["code"] == "queue_full"
         assert re.search(r"Queue for server 'natural': got 1 pairs waiting, expected a free "
                          r"slot\. Retry after 2 s", r.json()["error"]["message"])
+        app.state.service.scorer.gate.set()
         first.result(60), second.result(60)
         assert client.post("/v1/score", files=files(ref, dist)).status_code == 200
 
 
 def test_slow_answer_is_a_504_and_does_not_linger(scorer, running):
-    app = create_app(scorer, ServeConfig(max_batch=1, max_wait=0, timeout=0.3))
+    app = create_app(GatedScorer(scorer), ServeConfig(max_batch=1, max_wait=0, timeout=0.3))
     ref, dist = noisy_pair()
     with running(app) as client:
-        busy = _busy(app.state.service)
+        busy = _busy(app)
         r = client.post("/v1/score", files=files(ref, dist))
         assert r.status_code == 504, r.text
         assert r.json()["error"]["code"] == "timeout"
         assert "Duration for request 'score': got over 0.3 s" in r.json()["error"]["message"]
+        app.state.service.scorer.gate.set()
         busy.result(60)
         assert client.post("/v1/score", files=files(ref, dist)).status_code == 200
         metrics = client.get("/metrics").text
