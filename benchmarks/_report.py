@@ -68,6 +68,12 @@ def replace_section(path: str | os.PathLike, heading: str, text: str) -> None:
         start = found.start()
         nxt = re.search(r"^## ", old[found.end():], re.M)
         new = old[:start] + text + ("\n" + old[found.end() + nxt.start():] if nxt else "")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    write_text(path, new)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename (``cdiqa.files``), so an
+    interrupted benchmark never leaves half a result file."""
+    from cdiqa.files import atomic_write
+
+    atomic_write(path, lambda f: f.write(text.encode()))

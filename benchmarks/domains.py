@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
 
-from _report import command_line, machine  # noqa: E402
+from _report import command_line, machine, write_text  # noqa: E402
 
 DOMAINS = ("natural", "underwater", "medical", "screen", "neutron")
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     blob = {"machine": header, "date": started, "command": command, "gates": gates,
             "calibrate_seconds": timings, "eval": [r.to_dict() for r in results],
             "speed": rows}
-    (out / "domains.json").write_text(json.dumps(blob, indent=1))
+    write_text(out / "domains.json", json.dumps(blob, indent=1))
     md = [f"Machine: {header}. Date: {started}. Command: `{command}`.", "",
           "| domain | precision | SRCC vs FP32 | mean abs diff | ladder SRCC (FP32) | pass |",
           "|---|---|---|---|---|---|"]
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
            "|---|---|---|---|---|---|"]
     md += [f"| {r['size']} | {r['threads']} | {r['precision']} | {r['median_ms']:.1f} | "
            f"{r['pairs_per_s']:.1f} | {r['speedup_vs_fp32']:.2f}x |" for r in rows]
-    (out / "domains.md").write_text("\n".join(md) + "\n")
+    write_text(out / "domains.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -56,7 +56,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
 
-from _report import DOCS, ROOT, command_line, cpu_model, replace_section, utc_now  # noqa: E402
+from _report import (DOCS, ROOT, command_line, cpu_model, replace_section, utc_now,  # noqa: E402
+                     write_text)
 
 SECTION = "## Serving"
 BOUNDARY = "cdiqa-load-test-boundary"
@@ -449,8 +450,8 @@ def main(argv=None) -> int:
         replace_section(DOCS, SECTION, text)
         print(f"wrote the Serving section of {DOCS}")
     if args.json:
-        args.json.write_text(json.dumps({"info": info, "summary": summary, "model": model},
-                                        indent=2, default=str))
+        write_text(args.json, json.dumps({"info": info, "summary": summary, "model": model},
+                                         indent=2, default=str))
     ok = (all(r["n_failures"] == r["lost"] == r["duplicated"] == r["foreign"] == 0
               and r["exit_code"] == 0 and r["completed"] == args.requests for r in rounds)
           and summary[8]["rps"] > summary[1]["rps"])

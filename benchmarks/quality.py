@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
 
-from _report import DOCS, command_line, machine, replace_section, utc_now  # noqa: E402
+from _report import (DOCS, command_line, machine, replace_section, utc_now,  # noqa: E402
+                     write_text)
 
 SECTION = "## Quality (development benchmark)"
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     text = section(reports, info, command, time.perf_counter() - t0)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=1))
+        write_text(args.json, json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=1))
     if args.write_docs:
         replace_section(DOCS, SECTION, text)
     return 0
