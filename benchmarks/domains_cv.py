@@ -13,6 +13,10 @@ SRCC against -severity. Two more rows: the natural model with a domain head chos
 way, and per fold whichever of the two (adapted or natural) has the better cross-validated
 SRCC on the fold's calibration ladder (biased towards the adapted model, which saw those
 images).
+Each row also gets a 95% interval of the pooled SRCC over bootstrap resamples of the source
+images, and the per-kind SRCC (KADID's per-type SRCC): the pooled SRCC also asks that level k
+of one kind be as bad as level k of another, which is the generator's convention, not a
+measurement; per kind asks only for each kind's own order.
 Scores come from the torch model (the runtime agrees within ``tolerance("onnx_score")``).
 Only images of at least 176 px per side are used, so MS-SSIM runs on every pair.
 """
@@ -30,9 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import command_line, machine  # noqa: E402
+from _report import command_line, machine, write_text  # noqa: E402
 
 DOMAINS = ("underwater", "medical", "screen", "neutron")
+RESAMPLES = 1000
 MIN_SIDE = 176  # MS-SSIM's smallest image
 
 
@@ -45,7 +50,7 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
     from cdiqa.calibration.bundle import domain_model_and_head, head_references
     from cdiqa.calibration.domains import domain_samples
     from cdiqa.model.distortions import degradations_for
-    from cdiqa.model.ladder import ladder, metric_scores
+    from cdiqa.model.ladder import ladder, metric_scores, per_kind_srcc, resample_groups
     from cdiqa.model.scoring import pair_features, resolve_head, resolve_model
 
     torch.set_num_threads(1)
@@ -79,19 +84,47 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
               "natural model, chosen head (CV)": refit,
               "calibrate: adapted, chosen head (CV)": adapted,
               "adapted or natural by calibration CV": guarded, **metric_scores(lad)}
-    return {"domain": domain, "pairs": len(lad), "images": len(set(groups)),
-            "srcc": {k: float(metrics.srcc(s, -lad.severity)) for k, s in scores.items()}}
+    target = -lad.severity
+    boot = resample_groups(row_group, RESAMPLES, seed=0)
+    srcc = {k: float(metrics.srcc(sc, target)) for k, sc in scores.items()}
+    interval = {k: [float(x) for x in np.percentile([metrics.srcc(sc[i], target[i])
+                                                     for i in boot], [2.5, 97.5])]
+                for k, sc in scores.items()}
+    return {"domain": domain, "pairs": len(lad), "images": len(set(groups)), "srcc": srcc,
+            "interval": interval,
+            "per_kind": {k: per_kind_srcc(lad, sc) for k, sc in scores.items()}}
 
 
 def to_markdown(results: list[dict]) -> str:
-    """One row per domain, best in bold."""
+    """One row per domain, best in bold; the interval under each pooled SRCC when known."""
     names = list(results[0]["srcc"])
     lines = ["| domain | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in results:
         best = max(r["srcc"].values())
-        cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in r["srcc"].values()]
+        cells = []
+        for k, v in r["srcc"].items():
+            cell = f"**{v:.3f}**" if v == best else f"{v:.3f}"
+            if k in r.get("interval", {}):
+                lo, hi = r["interval"][k]
+                cell += f" [{lo:.2f}, {hi:.2f}]"
+            cells.append(cell)
         lines.append(f"| {r['domain']} ({r['pairs']} pairs, {r['images']} images) | "
                      + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_kind_markdown(results: list[dict]) -> str:
+    """One row per (domain, kind): each method's SRCC within the kind, best in bold."""
+    names = list(results[0]["per_kind"])
+    lines = ["| domain | kind | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for r in results:
+        kinds = list(r["per_kind"][names[0]])
+        for kind in (*kinds, "mean"):
+            vals = {n: (float(np.mean(list(r["per_kind"][n].values()))) if kind == "mean"
+                        else r["per_kind"][n][kind]) for n in names}
+            best = max(vals.values())
+            cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in vals.values()]
+            lines.append(f"| {r['domain']} | {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -105,10 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     results = [cross_validate(d, args.steps, lambda m: print(m, file=sys.stderr, flush=True))
                for d in args.domains]
     text = (f"Machine: {header}. Command: `{command_line(__file__, argv)}`.\n\n"
-            + to_markdown(results))
+            + "Pooled SRCC against the generator's severity, [95% interval over the source "
+            "images]:\n\n" + to_markdown(results)
+            + "\n\nSRCC within each kind (the kind's own order only):\n\n"
+            + per_kind_markdown(results))
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"machine": header, "results": results}, indent=1))
+        write_text(args.json, json.dumps({"machine": header, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

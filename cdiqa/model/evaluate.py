@@ -37,7 +37,7 @@ from cdiqa import metrics
 from cdiqa.heads import Head
 from cdiqa.model import fit_heads as fit
 from cdiqa.model.data import dev_kinds, read_marginals
-from cdiqa.model.ladder import Ladder, ladder, metric_scores, monotone
+from cdiqa.model.ladder import Ladder, ladder, metric_scores, monotone, resample_groups
 
 Progress = Callable[[str, int, int], None]
 #: features of a pair set: (pairs, stage name for progress) -> v (N, D)
@@ -101,10 +101,7 @@ def _step(progress: Progress | None, stage: str):
 
 def bootstrap_rows(pairs: PairSet, n: int, seed: int) -> list[np.ndarray]:
     """Row indices of ``n`` resamples of the references (with replacement)."""
-    by_ref = [np.flatnonzero(pairs.ref_index == r) for r in range(len(pairs.refs))]
-    rng = np.random.default_rng([seed, 7])
-    return [np.concatenate([by_ref[i] for i in rng.integers(0, len(by_ref), len(by_ref))])
-            for _ in range(n)]
+    return resample_groups(pairs.ref_index, n, seed)
 
 
 def category_srcc(pairs: PairSet, scores: np.ndarray) -> dict[str, float]:

@@ -156,6 +156,23 @@ def monotone(lad: Ladder, scores: np.ndarray) -> float:
     return ok / max(1, len(seqs))
 
 
+def per_kind_srcc(lad: Ladder, scores: np.ndarray) -> dict[str, float]:
+    """SRCC against -severity within each kind (KADID's per-type SRCC): how well each kind
+    is ranked, whatever the generator says about how kinds compare at equal level."""
+    kinds, sev = np.array(lad.kinds), lad.severity
+    return {k: metrics.srcc(scores[kinds == k], -sev[kinds == k]) for k in dict.fromkeys(kinds)}
+
+
+def resample_groups(groups: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
+    """Row indices of ``n`` bootstrap resamples of whole groups (``groups``: each row's
+    reference or source image), drawn with replacement and seeded."""
+    groups = np.asarray(groups)
+    rows = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    rng = np.random.default_rng([seed, 7])
+    return [np.concatenate([rows[i] for i in rng.integers(0, len(rows), len(rows))])
+            for _ in range(n)]
+
+
 def metric_scores(lad: Ladder, step: Step | None = None) -> dict[str, np.ndarray]:
     """The training-free metrics of every pair, higher is better (``metrics.pair_scores``)."""
     return metrics.pair_scores(lad.pairs(), step)

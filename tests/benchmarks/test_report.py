@@ -132,3 +132,13 @@ def test_domains_cv_table_marks_the_best_of_each_domain():
     assert lines[0] == "| domain | natural model | adapted | SSIM |"
     assert lines[2] == "| screen (90 pairs, 9 images) | 0.870 | **0.931** | 0.915 |"
     assert lines[3].endswith("| 0.636 | 0.600 | **0.700** |")
+    rows[0]["interval"] = {"adapted": [0.9, 0.95]}
+    assert "| **0.931** [0.90, 0.95] | 0.915 |" in mod.to_markdown(rows)
+    for r, (a, b) in zip(rows, ((0.9, 0.8), (0.5, 0.7))):
+        r["per_kind"] = {"adapted": {"blur": a, "noise": 1.0}, "SSIM": {"blur": b, "noise": 0.9}}
+    lines = mod.per_kind_markdown(rows).splitlines()
+    assert lines[0] == "| domain | kind | adapted | SSIM |"
+    assert lines[2:5] == ["| screen | blur | **0.900** | 0.800 |",
+                          "| screen | noise | **1.000** | 0.900 |",
+                          "| screen | mean | **0.950** | 0.850 |"]
+    assert lines[5] == "| medical | blur | 0.500 | **0.700** |"

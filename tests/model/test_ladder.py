@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cdiqa.model.ladder import ladder, metric_scores, monotone, round_to_8bit
+from cdiqa import metrics
+from cdiqa.model.ladder import (ladder, metric_scores, monotone, per_kind_srcc, resample_groups,
+                                round_to_8bit)
 
 
 def _refs(*shapes) -> list[np.ndarray]:
@@ -45,3 +47,28 @@ def test_metric_scores_are_higher_for_milder_rungs():
     scores = metric_scores(lad)
     assert {"PSNR", "SSIM", "GMSD", "HaarPSI"} <= set(scores)
     assert all(s.shape == (2,) and s[0] > s[1] for s in scores.values())
+
+
+def test_per_kind_srcc_asks_only_for_each_kinds_own_order():
+    """A score that ranks every kind perfectly but puts all of one kind below the other is
+    1.0 per kind, while the pooled SRCC (level k of both kinds equally bad) is not."""
+    lad = ladder(_refs((64, 64, 3), (64, 80, 3)), ("GBLUR", "haze"))
+    score = -lad.severity.astype(float)
+    score[np.array(lad.kinds) == "haze"] -= 10  # every haze rung below every blur rung
+    assert per_kind_srcc(lad, score) == {"GBLUR": 1.0, "haze": 1.0}
+    assert metrics.srcc(score, -lad.severity) < 0.8
+    score[np.array(lad.kinds) == "GBLUR"] *= -1
+    assert per_kind_srcc(lad, score)["GBLUR"] == -1.0
+
+
+def test_resampling_draws_whole_groups_seeded():
+    groups = np.repeat(np.array(["a", "b", "c", "d"]), [3, 5, 2, 4])
+    draws = resample_groups(groups, 50, seed=1)
+    sizes = {"a": 3, "b": 5, "c": 2, "d": 4}
+    for rows in draws:
+        picked, counts = np.unique(groups[rows], return_counts=True)
+        assert all(c % sizes[g] == 0 for g, c in zip(picked, counts))  # whole groups only
+        assert sum(c // sizes[g] for g, c in zip(picked, counts)) == 4  # as many as there are
+    assert len({tuple(r) for r in draws}) > 10  # they differ
+    again = resample_groups(groups, 50, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(draws, again))
