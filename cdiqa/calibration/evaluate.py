@@ -6,10 +6,13 @@ on), each distorted by every degradation of the domain at levels 1..5::
     natural model        the bundle's default graph and head (no adaptation)
     adapted              the domain's graph and head written by ``calibrate`` (label-free)
     adapted INT8 / FP16  its reduced-precision graphs, when present
-    PSNR, SSIM, MS-SSIM, GMSD (GMSD negated: higher is better)
+    PSNR ... VSI         the training-free metrics (``metrics.METRICS``, lower-is-better negated)
 
 Reported: SRCC against the known severity order (``-Ladder.severity``) over all held-out
-pairs pooled, the fraction of (reference, degradation) sequences scored monotonically
+pairs pooled, the mean over degradations of the SRCC within each (``ladder.per_kind_srcc``:
+the pooled SRCC also asks that level k of one degradation be as bad as level k of another,
+the generator's convention; per degradation asks only for each one's own order), the
+fraction of (reference, degradation) sequences scored monotonically
 (``ladder.monotone``), and for domains with real pairs (underwater raw vs enhanced, medical
 lossy vs lossless DICOM) the SRCC on the real ladder ``ref + t (dist - ref)``, t = 0.2..1
 (``ladder.real_ladder``). All scores come from the torch-free runtime (ONNX Runtime), as
@@ -23,7 +26,8 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from cdiqa import metrics
-from cdiqa.model.ladder import Ladder, ladder, metric_scores, monotone, real_ladder
+from cdiqa.model.ladder import (Ladder, ladder, metric_scores, monotone, per_kind_srcc,
+                                real_ladder)
 
 Progress = Callable[[str, int, int], None]
 
@@ -35,6 +39,13 @@ class Row:
     srcc: float
     monotone: float
     srcc_real: float | None = None
+    #: SRCC within each degradation of the ladder
+    srcc_per_kind: dict[str, float] | None = None
+
+    @property
+    def srcc_kind_mean(self) -> float:
+        """Mean SRCC within a degradation."""
+        return sum(self.srcc_per_kind.values()) / len(self.srcc_per_kind)
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,8 @@ class DomainEval:
 
 def _row(lad: Ladder, scores, real: Ladder | None, real_scores) -> Row:
     r = None if real is None else float(metrics.srcc(real_scores, -real.severity))
-    return Row(float(metrics.srcc(scores, -lad.severity)), monotone(lad, scores), r)
+    return Row(float(metrics.srcc(scores, -lad.severity)), monotone(lad, scores), r,
+               {k: float(v) for k, v in per_kind_srcc(lad, scores).items()})
 
 
 def held_out_ladders(domain: str, *, holdout: float = 0.25, seed: int = 0
@@ -107,13 +119,16 @@ def evaluate_domain(bundle: str | os.PathLike, domain: str, *, threads: int | No
 
 def to_markdown(results: list[DomainEval]) -> str:
     """One table: a row per (domain, method)."""
-    lines = ["| domain | method | SRCC (ladder) | monotone | SRCC (real ladder) |",
-             "|---|---|---|---|---|"]
+    lines = ["| domain | method | SRCC (ladder) | SRCC per degradation (mean) | monotone | "
+             "SRCC (real ladder) |", "|---|---|---|---|---|---|"]
     for res in results:
         best = max(r.srcc for r in res.rows.values())
+        best_kind = max(r.srcc_kind_mean for r in res.rows.values())
         for name, r in res.rows.items():
             s = f"**{r.srcc:.3f}**" if r.srcc == best else f"{r.srcc:.3f}"
+            k = r.srcc_kind_mean
+            k = f"**{k:.3f}**" if k == best_kind else f"{k:.3f}"
             real = "" if r.srcc_real is None else f"{r.srcc_real:.3f}"
-            lines.append(f"| {res.domain} ({res.pairs} pairs) | {name} | {s} | "
+            lines.append(f"| {res.domain} ({res.pairs} pairs) | {name} | {s} | {k} | "
                          f"{100 * r.monotone:.0f}% | {real} |")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cdiqa.calibration.evaluate import evaluate_domain, to_markdown
+from cdiqa.model.distortions import degradations_for
 from cdiqa.model.ladder import ladder, real_ladder
 
 
@@ -38,7 +39,11 @@ def test_evaluate_domain_rows(calibrated):
     assert res.real_pairs == 11 and res.pairs > 0
     for row in res.rows.values():
         assert -1 <= row.srcc <= 1 and 0 <= row.monotone <= 1 and row.srcc_real is not None
-    assert "| underwater" in to_markdown([res])
+        assert set(row.srcc_per_kind) == set(degradations_for("underwater"))
+        assert all(-1 <= v <= 1 for v in row.srcc_per_kind.values())
+    psnr = res.rows["PSNR"]
+    lines = [x for x in to_markdown([res]).splitlines() if "| PSNR |" in x]
+    assert lines[0].split(" | ")[3].strip("*") == f"{psnr.srcc_kind_mean:.3f}"
 
 
 def test_bench_times_the_reduced_precision_graphs(calibrated):
