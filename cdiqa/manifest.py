@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -328,6 +329,11 @@ class GraphChoice:
         """The graph file's sha256 (as the manifest lists it)."""
         return self.entry.sha256
 
+    def checked_path(self) -> Path:
+        """``path``, once it is known to be a regular file a backend can read to its end
+        (``checked_file``): what every backend opens."""
+        return checked_file(self.path, self.entry.path, "graph", MAX_GRAPH_BYTES)
+
 
 def select_graph(manifest: Manifest, domain: str | None = None, precision: str = "fp32",
                  form: str = "portable", *, fp16_flag: bool = False) -> GraphChoice:
@@ -402,15 +408,37 @@ def file_entry(root: str | os.PathLike, relpath: str) -> FileEntry:
     return FileEntry(str(PurePosixPath(relpath)), sha256_file(Path(root) / relpath))
 
 
+#: largest graph file handed to a backend (2 GiB, protobuf's limit on one ONNX file)
+MAX_GRAPH_BYTES = 2 ** 31
+
+
+def checked_file(path: Path, relpath: str, label: str, limit: int | None = None) -> Path:
+    """``path`` if it is a regular file of at most ``limit`` bytes, else ``ManifestError``.
+
+    Bundles loaded with ``verify=False`` reach a backend with nothing else having looked at
+    their files: a FIFO or a link to a device would block it or never end, a huge file
+    would be read whole. ``stat`` itself never blocks.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        got = "no such file" if st is None else "not a regular file"
+        raise ManifestError(describe("Missing file", "bundle file", relpath, got,
+                                     f"the {label} file listed in {MANIFEST_FILE}",
+                                     f"{_FIX} or restore the file"))
+    if limit is not None and st.st_size > limit:
+        raise ManifestError(describe("Size", "bundle file", relpath, f"{st.st_size} bytes",
+                                     f"at most {limit} bytes for a {label} file",
+                                     f"{_FIX} or restore the file"))
+    return path
+
+
 def verify_files(manifest: Manifest) -> None:
     """Raise ``ManifestError`` naming the first listed file that is missing or altered."""
     for label, entry in manifest.entries().items():
-        path = manifest._resolve(entry)
-        if not path.is_file():  # a FIFO or device is never opened: it could block or not end
-            got = "not a regular file" if os.path.exists(path) else "no such file"
-            raise ManifestError(describe("Missing file", "bundle file", entry.path,
-                                         got, f"the {label} file listed in "
-                                         f"{MANIFEST_FILE}", f"{_FIX} or restore the file"))
+        path = checked_file(manifest._resolve(entry), entry.path, label)
         actual = sha256_file(path)
         if actual != entry.sha256:
             raise ManifestError(describe("sha256", "bundle file", entry.path, actual[:16] + "…",

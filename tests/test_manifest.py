@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -242,3 +243,37 @@ def test_serve_and_score_exit_1_on_a_damaged_manifest(tiny_bundle, tmp_path, cha
         assert proc.returncode == 1, proc.stderr
         assert proc.stderr.startswith("error: ") and "manifest.json" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_an_unverified_bundle_never_hands_a_special_graph_to_a_backend(tiny_bundle, tmp_path,
+                                                                       kind) -> None:
+    """With verify=False nothing hashes the graph first: a FIFO would block ONNX Runtime's
+    load forever and a link to /dev/zero would never end; both are refused before it."""
+    from cdiqa.runtime import Scorer
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    _special(load_manifest(copy).path(FILE_ONNX), kind)
+    with pytest.raises(ManifestError, match=r"Missing file for bundle file 'model.onnx': got "
+                                            r"not a regular file"):
+        Scorer.load(copy, "onnxruntime", verify=False)
+
+
+def test_a_graph_above_the_cap_is_refused(tiny_bundle, monkeypatch) -> None:
+    import cdiqa.manifest as cm
+    import cdiqa.runtime.maps as maps
+    from cdiqa.runtime import Scorer
+
+    size = load_manifest(tiny_bundle).path(FILE_ONNX).stat().st_size
+    monkeypatch.setattr(cm, "MAX_GRAPH_BYTES", size - 1)
+    with pytest.raises(ManifestError, match=rf"Size for bundle file 'model.onnx': got {size} "
+                                            rf"bytes, expected at most {size - 1} bytes"):
+        Scorer.load(tiny_bundle, "onnxruntime", verify=False)
+    manifest = load_manifest(tiny_bundle)
+    maps_size = maps.maps_path(manifest).stat().st_size
+    monkeypatch.setattr(maps, "MAX_GRAPH_BYTES", maps_size - 1)
+    with pytest.raises(ManifestError, match=r"Size for bundle file 'model.maps.onnx'"):
+        maps.maps_path(manifest)
+    monkeypatch.setattr(cm, "MAX_GRAPH_BYTES", size)
+    Scorer.load(tiny_bundle, "onnxruntime", verify=False).close()

@@ -228,7 +228,7 @@ def plan_from_onnx(trt, graph: GraphChoice, config: BuildConfig) -> bytes:
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt, graph))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(graph.path)):
+    if not parser.parse_from_file(str(graph.checked_path())):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise KernelError(describe("ONNX parse", "graph", graph.path.name, "; ".join(errors[:3]),
                                   "a graph TensorRT can import", "Check the plugin is "

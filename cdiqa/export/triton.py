@@ -244,7 +244,8 @@ def _ensemble_repository(root: Path, manifest: Manifest, domain: str, config: Tr
     (graph / "1").mkdir(parents=True)
     if config.backend == "onnxruntime":
         # the domain's own graph: an adapted domain's head was fitted on its adapted graph
-        shutil.copy2(graph_of(manifest, domain, config).path, graph / "1" / "model.onnx")
+        shutil.copy2(graph_of(manifest, domain, config).checked_path(),
+                     graph / "1" / "model.onnx")
     else:
         for cc, plan in config.engines:
             _copy_plan(Path(plan), graph / "1" / _plan_name(cc))

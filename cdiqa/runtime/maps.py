@@ -28,7 +28,8 @@ import numpy as np
 
 from cdiqa import _lazy
 from cdiqa.errors import ConfigError, ManifestError, describe
-from cdiqa.manifest import FILE_ONNX, FILE_ONNX_MAPS, INPUT_DIST, INPUT_REF, Manifest
+from cdiqa.manifest import (FILE_ONNX, FILE_ONNX_MAPS, INPUT_DIST, INPUT_REF, MAX_GRAPH_BYTES,
+                            Manifest, checked_file)
 
 #: the small step of ``map_weights``' one-sided derivative (relative to each feature's scale)
 _STEP = 1e-6
@@ -155,7 +156,8 @@ def maps_path(manifest: Manifest, domain: str | None = None):
                                    "adapted graph", "a domain the bundle's base graph scores",
                                    "Quality maps are exported for the base graph only; use "
                                    "another domain"))
-    return manifest.path(FILE_ONNX_MAPS)
+    return checked_file(manifest.path(FILE_ONNX_MAPS), manifest.files[FILE_ONNX_MAPS].path,
+                        "maps graph", MAX_GRAPH_BYTES)
 
 
 RunMaps = Callable[[dict], list[np.ndarray]]

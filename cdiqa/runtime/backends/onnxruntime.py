@@ -52,7 +52,7 @@ class OnnxRuntimeSession(Session):
         ort = _lazy.onnxruntime()
         providers = _providers(ort, device)
         graph = select_graph(manifest, options.domain, options.precision)
-        model = graph.path
+        model = graph.checked_path()
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
