@@ -247,7 +247,7 @@ def head_ladder(refs: list[Reference], kinds, seed: int):
     return ladder([r.image for r in refs], kinds, names=[r.name for r in refs], seed=seed)
 
 
-def domain_head(model, lad, groups: np.ndarray, *, base, given=()):
+def _head_choice(model, lad, groups: np.ndarray, *, base, given=()):
     """``HeadChoice`` of ``cdiqa.calibration.domain_head`` on ``lad`` (``groups``: each row's
     source image)."""
     from cdiqa.calibration.domain_head import choose_head
@@ -274,7 +274,7 @@ def domain_model_and_head(model, refs: list[Reference], kinds, *, base, seed: in
     tried = {}
     for scale in (own, *(s for s in INPUT_SCALES if s != own)):
         m = model if scale == own else with_input_scale(model, scale)
-        tried[scale] = (m, domain_head(m, lad, groups, base=base, given=given))
+        tried[scale] = (m, _head_choice(m, lad, groups, base=base, given=given))
     best = lambda sc: max(tried[sc][1].srcc.values(), default=-1.0)  # noqa: E731
     scale = max(tried, key=best)
     scale = scale if best(scale) > best(own) + MARGIN else own
