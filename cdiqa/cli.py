@@ -335,7 +335,9 @@ def score_cmd(
     domain: Optional[str] = typer.Option(None, help="Domain profile; default: the bundle's."),
     precision: str = typer.Option("fp32", help="fp32, a calibrated domain's int8/fp16, or "
                                   "auto (the fastest that passed its gate, timed here)."),
-    tile: Optional[int] = typer.Option(None, help="Score images larger than this in tiles."),
+    tile: Optional[int] = typer.Option(None, help="Score images larger than this in tiles, "
+                                       "memory bounded whatever the size; default 1024 "
+                                       "(0: never)."),
     max_pixels: Optional[int] = typer.Option(None, help="Most pixels per image, checked from "
                                                         "the header; default 64 MP."),
     threads: Optional[int] = typer.Option(None, help="CPU threads; default: all cores."),
@@ -352,7 +354,7 @@ def score_cmd(
 
     from cdiqa.errors import ConfigError
     from cdiqa.runtime.batch import (ScorerConfig, output_format, plan_jobs, score_each,
-                                     write_results)
+                                     tile_option, write_results)
 
     many = pairs is not None or (ref and dist and ref.is_dir() and dist.is_dir())
     if out is None and not json_out and many:
@@ -363,8 +365,8 @@ def score_cmd(
     if map_png and (plan.mode != "pair" or checkpoint or head):
         raise ConfigError("Option --map for score: got many pairs or --checkpoint/--head, "
                           "expected one pair scored with a bundle. Drop --map or pass one pair.")
-    config = ScorerConfig(bundle=bundle, domain=domain, precision=precision, tile=tile,
-                          threads=threads, max_pixels=max_pixels)
+    config = ScorerConfig(bundle=bundle, domain=domain, precision=precision,
+                          tile=tile_option(tile), threads=threads, max_pixels=max_pixels)
     scorer = _torch_scorer(checkpoint, head, config) if checkpoint or head else config.open()
     n = len(plan.jobs)
     bar = progress("score", n, unit="pairs") if n > 4 else nullcontext(lambda: None)
@@ -408,21 +410,22 @@ def score_video_cmd(
     domain: Optional[str] = typer.Option(None, help="Domain profile; default: the bundle's."),
     precision: str = typer.Option("fp32", help="fp32, a calibrated domain's int8/fp16, or "
                                   "auto (the fastest that passed its gate, timed here)."),
-    tile: Optional[int] = typer.Option(None, help="Score frames larger than this in tiles."),
+    tile: Optional[int] = typer.Option(None, help="Score frames larger than this in tiles; "
+                                       "default 1024 (0: never)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads; default: all cores."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Score a distorted video against its reference frame by frame (PyAV: the video extra):
     per-frame rows to --out, and the pooled mean, harmonic mean, 5th percentile, minimum and
     worst frames. Different frame counts or sizes are errors unless --shortest or --scale."""
-    from cdiqa.runtime.batch import ScorerConfig, output_format
+    from cdiqa.runtime.batch import ScorerConfig, output_format, tile_option
     from cdiqa.runtime.video import VideoOptions, VideoPair
 
     options = VideoOptions(offset=offset, every=every, scale=scale, shortest=shortest,
                            batch=batch)
     output_format(out) if out else None  # before any work
-    config = ScorerConfig(bundle=bundle, domain=domain, precision=precision, tile=tile,
-                          threads=threads)
+    config = ScorerConfig(bundle=bundle, domain=domain, precision=precision,
+                          tile=tile_option(tile), threads=threads)
     with VideoPair(ref, dist, options) as pair, config.open() as scorer, \
             progress("score-video", pair.expected_scored(), unit="frames") as advance:
         summary = pair.score(scorer, out=out, progress=lambda done, total: advance(1, total))

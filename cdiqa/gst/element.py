@@ -33,6 +33,7 @@ from gi.repository import GLib, GObject, Gst, GstBase, GstVideo  # noqa: E402
 from cdiqa.errors import CdiqaError  # noqa: E402
 from cdiqa.images import check_pair  # noqa: E402
 from cdiqa.runtime.preprocess import image_from  # noqa: E402
+from cdiqa.runtime.tiling import DEFAULT_TILE  # noqa: E402
 
 if not Gst.is_initialized():
     Gst.init(None)
@@ -83,14 +84,15 @@ class CdiqaElement(GstBase.Aggregator):
         "precision": (str, "precision", "fp32, or a calibrated domain's int8/fp16", "fp32",
                       GObject.ParamFlags.READWRITE),
         "tile": (int, "tile", "Score frames larger than this in tiles (0: never)", 0,
-                 GLib.MAXINT, 0, GObject.ParamFlags.READWRITE),
+                 GLib.MAXINT, DEFAULT_TILE, GObject.ParamFlags.READWRITE),
         "threads": (int, "threads", "CPU threads per inference (0: all cores)", 0,
                     GLib.MAXINT, 0, GObject.ParamFlags.READWRITE),
     }
 
     def __init__(self) -> None:
         super().__init__()
-        self._props = {"bundle": "", "domain": "", "precision": "fp32", "tile": 0, "threads": 0}
+        self._props = {"bundle": "", "domain": "", "precision": "fp32", "tile": DEFAULT_TILE,
+                       "threads": 0}
         self._scorer = None
         self._frame = 0
         self._infos: dict = {}  # pad name -> (caps, VideoInfo)

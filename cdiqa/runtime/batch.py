@@ -42,6 +42,7 @@ from cdiqa.pairs import PAIR_COLUMNS, read_pairs_file
 from cdiqa.runtime.backends import SessionOptions
 from cdiqa.runtime.preprocess import image_from
 from cdiqa.runtime.scorer import MAX_BATCH, Scorer
+from cdiqa.runtime.tiling import DEFAULT_TILE
 
 #: the fields of every result, first in every output row
 RESULT_FIELDS = ("ref", "dist", "score", "error")
@@ -95,6 +96,12 @@ class PairResult:
         return {**row, **{k: v for k, v in self.columns.items() if k not in row}}
 
 
+def tile_option(value: int | None) -> int | None:
+    """The ``--tile`` option as ``Scorer.tile``: None (not given) is ``DEFAULT_TILE``, 0 is
+    never."""
+    return DEFAULT_TILE if value is None else (value or None)
+
+
 @dataclass(frozen=True)
 class ScorerConfig:
     """How to open the runtime scorer of a batch; None means the default (``Scorer.load``)."""
@@ -102,7 +109,7 @@ class ScorerConfig:
     bundle: str | os.PathLike | None = None
     domain: str | None = None
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    tile: int | None = None
+    tile: int | None = DEFAULT_TILE
     threads: int | None = None
     backend: str = "auto"
     device: str | None = None

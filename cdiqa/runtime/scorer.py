@@ -29,7 +29,7 @@ from cdiqa.masking import features_from_stats
 from cdiqa.runtime.backends import AUTO_ORDER, Session, SessionOptions, get_backend
 from cdiqa.runtime.precision import AUTO, choose_precision
 from cdiqa.runtime.preprocess import feed, group_by_size, pair_from
-from cdiqa.runtime.tiling import check_tiling, plan_tiles, tiled_stats
+from cdiqa.runtime.tiling import DEFAULT_TILE, check_tiling, plan_tiles, tiled_stats
 
 #: default largest batch run at once (memory grows with it; throughput saturates by ~8)
 MAX_BATCH = 8
@@ -44,7 +44,7 @@ class Scorer:
     """
 
     def __init__(self, manifest: Manifest, session: Session, domain: str | None = None, *,
-                 max_batch: int = MAX_BATCH, tile: int | None = None,
+                 max_batch: int = MAX_BATCH, tile: int | None = DEFAULT_TILE,
                  halo: int | None = None, max_pixels: int | None = None) -> None:
         self.manifest = manifest
         self.session = session
@@ -73,7 +73,8 @@ class Scorer:
     def load(cls, bundle: str | os.PathLike | None = None, backend: str = "auto",
              device: str | None = None,
              domain: str | None = None, *, options: SessionOptions | None = None,
-             max_batch: int = MAX_BATCH, tile: int | None = None, halo: int | None = None,
+             max_batch: int = MAX_BATCH, tile: int | None = DEFAULT_TILE,
+             halo: int | None = None,
              verify: bool = True, precision: str = "fp32",
              max_pixels: int | None = None) -> "Scorer":
         """Open a bundle (by default the model bundled with cdiqa).
@@ -89,7 +90,8 @@ class Scorer:
             domain: a domain profile of the bundle; None: the manifest's default.
             options: threads and cache directory for the backend.
             max_batch: most pairs run in one inference call.
-            tile: interior size (multiple of 32) above which an image is scored in tiles;
+            tile: interior size (multiple of 32) above which an image is scored in tiles
+                (``tiling.DEFAULT_TILE``: bounded memory, and faster than whole above ~2 MP);
                 None: never tile.
             halo: context around each tile; None: the manifest's.
             verify: check every file's sha256 before use.

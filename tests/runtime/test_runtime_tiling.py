@@ -67,3 +67,23 @@ def test_tiled_score_matches_untiled(tiny_bundle: Path, large_pair) -> None:
     counts = tiled_stats(whole.stats, ref, dist, tiled._tiles(ref.shape[:2]), 8)[2]
     np.testing.assert_array_equal(counts, whole.stats(feed([ref], [dist]))[2])
     assert counts[0, 0] == (384 // STRIDES[0]) * (448 // STRIDES[0])
+
+
+def test_large_images_are_tiled_by_default(tiny_bundle: Path, large_pair) -> None:
+    """Without a tile option an image with a side over DEFAULT_TILE + 2 halo is scored in
+    tiles (memory bounded by the tile, not the image), one below it whole; --tile 0 never."""
+    pytest.importorskip("onnxruntime")
+    from cdiqa.runtime import Scorer
+    from cdiqa.runtime.batch import ScorerConfig, tile_option
+    from cdiqa.runtime.tiling import DEFAULT_TILE
+
+    scorer = Scorer.load(tiny_bundle, backend="onnxruntime")
+    edge = DEFAULT_TILE + 2 * scorer.halo
+    assert scorer.tile == DEFAULT_TILE == ScorerConfig().tile
+    assert not scorer.tiled((96, edge)) and scorer.tiled((96, edge + 32))
+    ref, dist = (np.tile(x, (1, (edge + 32) // x.shape[1] + 1, 1))[:96, :edge + 32]
+                 for x in large_pair)
+    whole = Scorer(scorer.manifest, scorer.session, tile=None)
+    assert abs(scorer.score(ref, dist) - whole.score(ref, dist)) <= tolerance(
+        "tiled_score", "fp32").atol
+    assert (tile_option(None), tile_option(0), tile_option(256)) == (DEFAULT_TILE, None, 256)
