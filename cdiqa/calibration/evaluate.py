@@ -38,9 +38,9 @@ class Row:
 
     srcc: float
     monotone: float
-    srcc_real: float | None = None
     #: SRCC within each degradation of the ladder
-    srcc_per_kind: dict[str, float] | None = None
+    srcc_per_kind: dict[str, float]
+    srcc_real: float | None = None
 
     @property
     def srcc_kind_mean(self) -> float:
@@ -64,9 +64,9 @@ class DomainEval:
 
 
 def _row(lad: Ladder, scores, real: Ladder | None, real_scores) -> Row:
-    r = None if real is None else float(metrics.srcc(real_scores, -real.severity))
-    return Row(float(metrics.srcc(scores, -lad.severity)), monotone(lad, scores), r,
-               {k: float(v) for k, v in per_kind_srcc(lad, scores).items()})
+    r = None if real is None else metrics.srcc(real_scores, -real.severity)
+    return Row(metrics.srcc(scores, -lad.severity), monotone(lad, scores),
+               per_kind_srcc(lad, scores), r)
 
 
 def held_out_ladders(domain: str, *, holdout: float = 0.25, seed: int = 0
