@@ -104,7 +104,8 @@ def tile_option(value: int | None) -> int | None:
 
 @dataclass(frozen=True)
 class ScorerConfig:
-    """How to open the runtime scorer of a batch; None means the default (``Scorer.load``)."""
+    """How to open the runtime scorer of a batch; None means ``Scorer.load``'s default,
+    except ``tile``, whose default is ``DEFAULT_TILE`` and whose None never tiles."""
 
     bundle: str | os.PathLike | None = None
     domain: str | None = None
