@@ -57,12 +57,21 @@ def _check_features(v: np.ndarray, name: str = "v") -> np.ndarray:
     return v
 
 
+def _per_pair(x, n: int, what: str, name: str, fix: str) -> np.ndarray:
+    """``x`` as float64 (n,): one value per pair, else ``ConfigError`` naming ``name``."""
+    x = np.asarray(x, np.float64)
+    if x.shape != (n,):
+        raise ConfigError(describe(what, "argument", name, x.shape, (n,), fix))
+    return x
+
+
 def _check_labels(mos, n: int, what: str) -> np.ndarray:
-    mos = np.asarray(mos, np.float64)
-    if mos.shape != (n,):
-        raise ConfigError(describe("Labels", "argument", "mos", mos.shape, (n,),
-                                   f"Give one opinion score per {what}"))
-    return mos
+    return _per_pair(mos, n, "Labels", "mos", f"Give one opinion score per {what}")
+
+
+def _with_tau(head: LabelFreeHead, v: np.ndarray) -> LabelFreeHead:
+    """``head`` with tau from the severities of its own fitting pairs ``v``."""
+    return replace(head, tau=_tau(head.severity(v)))
 
 
 def _probe(v: np.ndarray, transform: str) -> tuple[np.ndarray, LabelFreeHead]:
@@ -168,10 +177,8 @@ def fit_label_free(v: np.ndarray, method: Literal["pca", "energy", "whitened"] =
     else:
         raise ConfigError(describe("Method", "label-free head", method, method,
                                    "'pca', 'energy' or 'whitened'", "Pick one"))
-    head = LabelFreeHead(scale=scale, transform=transform, weights=w, method=method)
-    g = head.severity(v)
-    return LabelFreeHead(scale=scale, transform=transform, weights=w, method=method,
-                         tau=_tau(g))
+    return _with_tau(LabelFreeHead(scale=scale, transform=transform, weights=w, method=method),
+                     v)
 
 
 def fit_ranked(v: np.ndarray, severity: np.ndarray, *, prior: float,
@@ -188,17 +195,13 @@ def fit_ranked(v: np.ndarray, severity: np.ndarray, *, prior: float,
     is a ``LabelFreeHead`` (tau: median severity over ln 2), so identical images score 1.0.
     """
     v = _check_features(v)
-    sev = np.asarray(severity, np.float64)
-    if sev.shape != (len(v),):
-        raise ConfigError(describe("Severity", "argument", "severity", sev.shape, (len(v),),
-                                   "Give one known severity per pair"))
+    sev = _per_pair(severity, len(v), "Severity", "severity", "Give one known severity per pair")
     v_all = v if v_unlabelled is None else np.concatenate([v, _check_features(v_unlabelled)])
     scale, probe = _probe(v_all, transform)
     w = energy_weights(v.shape[1], channels, DEFAULT_POOLING, weights)
     w = _ranked_weights(probe.features(v), -sev, w, np.arange(v.shape[1]), prior)
-    head = LabelFreeHead(scale=scale, transform=transform, weights=w, method="energy")
-    return LabelFreeHead(scale=scale, transform=transform, weights=w, method="energy",
-                         tau=_tau(head.severity(v_all)))
+    return _with_tau(LabelFreeHead(scale=scale, transform=transform, weights=w,
+                                   method="energy"), v_all)
 
 
 def severity_target(mos: np.ndarray, mos_range: tuple[float, float]) -> np.ndarray:
