@@ -37,7 +37,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-
 from cdiqa.engine_format import ENGINE_MAGIC, read_engine_header
 from cdiqa.errors import ConfigError, describe
 from cdiqa.export.bundle import check_target
