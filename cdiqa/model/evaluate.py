@@ -37,7 +37,8 @@ from cdiqa import metrics
 from cdiqa.heads import Head
 from cdiqa.model import fit_heads as fit
 from cdiqa.model.data import dev_kinds, read_marginals
-from cdiqa.model.ladder import Ladder, ladder, metric_scores, monotone, resample_groups
+from cdiqa.model.ladder import (Ladder, ladder, metric_scores, monotone, resample_groups,
+                                srcc_within)
 
 Progress = Callable[[str, int, int], None]
 #: features of a pair set: (pairs, stage name for progress) -> v (N, D)
@@ -106,8 +107,7 @@ def bootstrap_rows(pairs: PairSet, n: int, seed: int) -> list[np.ndarray]:
 
 def category_srcc(pairs: PairSet, scores: np.ndarray) -> dict[str, float]:
     """SRCC against the targets within each KADID category."""
-    cats = pairs.categories
-    return {c: metrics.srcc(scores[cats == c], pairs.mos[cats == c]) for c in dict.fromkeys(cats)}
+    return srcc_within(pairs.categories, scores, pairs.mos)
 
 
 def _row(pairs: PairSet, scores: np.ndarray, boot: list[np.ndarray],

@@ -156,11 +156,17 @@ def monotone(lad: Ladder, scores: np.ndarray) -> float:
     return ok / max(1, len(seqs))
 
 
+def srcc_within(groups, scores: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """SRCC of ``scores`` against ``target`` within each group (first-seen order)."""
+    groups = np.asarray(groups)
+    return {g: metrics.srcc(scores[groups == g], target[groups == g])
+            for g in dict.fromkeys(groups.tolist())}
+
+
 def per_kind_srcc(lad: Ladder, scores: np.ndarray) -> dict[str, float]:
     """SRCC against -severity within each kind (KADID's per-type SRCC): how well each kind
     is ranked, whatever the generator says about how kinds compare at equal level."""
-    kinds, sev = np.array(lad.kinds), lad.severity
-    return {k: metrics.srcc(scores[kinds == k], -sev[kinds == k]) for k in dict.fromkeys(kinds)}
+    return srcc_within(lad.kinds, scores, -lad.severity)
 
 
 def resample_groups(groups: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
