@@ -30,6 +30,20 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
 
 
+def cpu_flags() -> str:
+    """The SIMD flags that decide ONNX Runtime's kernels (AVX2, AVX-512, VNNI), from
+    /proc/cpuinfo; "unknown" elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = set(next((l.split(":", 1)[1].split() for l in text.splitlines()
+                      if l.startswith("flags")), []))
+    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI",
+             "avx_vnni": "AVX-VNNI"}
+    return ", ".join(v for k, v in names.items() if k in flags) or "none of AVX2/AVX-512/VNNI"
+
+
 def utc_now() -> str:
     """The date line's value: UTC, to the minute (e.g. '2026-11-26 14:09 UTC')."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -56,8 +56,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report, also when loaded by path
 
-from _report import (DOCS, ROOT, command_line, cpu_model, replace_section, utc_now,  # noqa: E402
-                     write_text)
+from _report import (DOCS, ROOT, command_line, cpu_flags, cpu_model,  # noqa: E402
+                     replace_section, utc_now, write_text)
 
 SECTION = "## Serving"
 BOUNDARY = "cdiqa-load-test-boundary"
@@ -380,20 +380,6 @@ def faults_main(args, info: dict, command: str) -> int:
         print(f"wrote the {FAULT_SECTION[3:]} section of {DOCS}")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
-
-
-def cpu_flags() -> str:
-    """The SIMD flags that decide ONNX Runtime's kernels (AVX2, AVX-512, VNNI), from
-    /proc/cpuinfo; "unknown" elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = set(next((l.split(":", 1)[1].split() for l in text.splitlines()
-                      if l.startswith("flags")), []))
-    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI",
-             "avx_vnni": "AVX-VNNI"}
-    return ", ".join(v for k, v in names.items() if k in flags) or "none of AVX2/AVX-512/VNNI"
 
 
 def fault_section(lines: list[str], info: dict, args, model: str, command: str) -> str:

@@ -45,8 +45,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import DOCS, ROOT, command_line, machine, replace_section, utc_now  # noqa: E402
-from load_test import cpu_flags  # noqa: E402
+from _report import (DOCS, ROOT, command_line, cpu_flags, machine, replace_section,  # noqa: E402
+                     utc_now)
 
 HEADING = "## Batch scoring: score --pairs, runtime vs torch"
 #: every child: the CLI of whichever cdiqa is first on sys.path, with the checks that the
