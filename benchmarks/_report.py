@@ -22,12 +22,14 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 
 
 def machine() -> str:
-    """CPU model, core count and the 1-minute load average now.
+    """CPU model and its vector flags (``cpu_flags``: what INT8 and FP32 speed depend on),
+    core count and the 1-minute load average now.
 
     >>> machine()  # doctest: +SKIP
-    'AMD EPYC, 2 cores, load average 6.6 at start'
+    'AMD EPYC (AVX2, AVX-512), 2 cores, load average 6.6 at start'
     """
-    return f"{cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+    return (f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.1f} at start")
 
 
 def cpu_flags() -> str:

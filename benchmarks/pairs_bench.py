@@ -45,8 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import (DOCS, ROOT, command_line, cpu_flags, machine, replace_section,  # noqa: E402
-                     utc_now)
+from _report import DOCS, ROOT, command_line, machine, replace_section, utc_now  # noqa: E402
 
 HEADING = "## Batch scoring: score --pairs, runtime vs torch"
 #: every child: the CLI of whichever cdiqa is first on sys.path, with the checks that the
@@ -173,7 +172,7 @@ def main(argv=None) -> int:
     from cdiqa.runtime import Scorer
 
     assets = Path(DEFAULT_BUNDLE).parent
-    header = machine().replace(", ", f" ({cpu_flags()}), ", 1)
+    header = machine()
     n, settings = args.pairs, list(dict.fromkeys(args.threads))
     old = args.old_commit is not None
     with tempfile.TemporaryDirectory(prefix="pairs_bench-") as tmp, ExitStack() as cleanup:

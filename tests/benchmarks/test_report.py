@@ -99,6 +99,7 @@ def test_replace_section_starts_a_missing_file(report, tmp_path):
 
 def test_machine_and_command_lines(report):
     assert " cores, load average " in report.machine() and report.cpu_model()
+    assert report.machine().startswith(f"{report.cpu_model()} ({report.cpu_flags()}), ")
     assert report.command_line(BENCHMARKS / "quality.py", ["--write-docs", "--draws", "2"]) \
         == "python benchmarks/quality.py --write-docs --draws 2"
     assert report.command_line(BENCHMARKS / "domains.py", []) == "python benchmarks/domains.py"
