@@ -12,8 +12,9 @@ medical        pydicom-data's NEMA WG04 images (CT 693, MR2, US1, CR RG1, RG3: t
                real pairs (``*_UNCR``, ``*_UNCI``): lossless vs lossy-compressed
 screen         scikit-image page and text, plus application windows and charts drawn with
                Pillow (``cdiqa.calibration.screens``, 4 of each)
-neutron        radiographs: CR RG1 and RG3 (pydicom-data), CT 693, the Shepp-Logan phantom
-               (gray; degradations: Poisson-Gaussian noise, white spots, blur)
+neutron        transmission images: CR RG1 and RG3, CT 693 and a CT abdomen (pydicom-data), a
+               CT head (pydicom's test files), the Shepp-Logan phantom (gray; degradations:
+               Poisson-Gaussian noise, white spots, blur)
 =============  =============================================================================
 
 Images larger than ``MAX_SIDE`` are reduced (area average) and cut into non-overlapping
@@ -196,17 +197,39 @@ def _dicom_pixels(path: Path) -> tuple[np.ndarray, bool]:
     return a, ds.get("PhotometricInterpretation") == "MONOCHROME1"
 
 
+def _windowed(arrays: list[np.ndarray], invert: bool, name: str) -> list[np.ndarray]:
+    """``arrays`` mapped to [0, 1] with the first one's 0.5 / 99.5 percentiles."""
+    lo, hi = np.percentile(arrays[0], [0.5, 99.5])
+    out = []
+    for a in arrays:
+        x = np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1)
+        out.append(as_image((1 - x if invert else x).astype(np.float32), name))
+    return out
+
+
 def _dicom_pair(stem: str) -> tuple[np.ndarray, np.ndarray]:
     """(reference, lossy) of one NEMA pair, both mapped with the reference's window."""
     folder = nema_folder()
     ref, invert = _dicom_pixels(folder / f"{stem}_UNCR.dcm")
     dist, _ = _dicom_pixels(folder / f"{stem}_UNCI.dcm")
-    lo, hi = np.percentile(ref, [0.5, 99.5])
-    out = []
-    for a in (ref, dist):
-        x = np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1)
-        out.append(as_image((1 - x if invert else x).astype(np.float32), stem))
-    return out[0], out[1]
+    ref_image, dist_image = _windowed([ref, dist], invert, stem)
+    return ref_image, dist_image
+
+
+def _ct_slices() -> dict[str, np.ndarray]:
+    """Two more CT slices (lossless JPEG 2000): pydicom-data's abdomen (TCIA) and pydicom's
+    own head test file."""
+    from cdiqa import _lazy
+
+    pydicom_data = Path(_lazy.lazy_import("pydicom", purpose="DICOM domain samples").__file__)
+    files = {"CT_abdomen": nema_folder() / "explicit_VR-UN.dcm",
+             "CT_head": pydicom_data.parent / "data" / "test_files" /
+             "J2K_pixelrep_mismatch.dcm"}
+    out = {}
+    for name, path in files.items():
+        a, invert = _dicom_pixels(path)
+        out[name] = _windowed([a], invert, name)[0]
+    return out
 
 
 def _nema(stems=NEMA) -> tuple[dict[str, np.ndarray], list[RealPair]]:
@@ -259,9 +282,11 @@ def _screen() -> DomainSamples:
 
 def _neutron() -> DomainSamples:
     images, _ = _nema(("RG1", "RG3", "693"))
+    images.update(_ct_slices())
     images.update(_skimage("shepp_logan_phantom"))
     return DomainSamples("neutron", tuple(references_from(images, "neutron")), (),
-                         "radiographs: pydicom-data CR RG1, RG3, CT 693; Shepp-Logan phantom")
+                         "transmission images: pydicom-data CR RG1, RG3, CT 693, CT abdomen; "
+                         "pydicom's CT head; Shepp-Logan phantom")
 
 
 #: domain -> loader of its built-in samples

@@ -31,6 +31,15 @@ def test_real_pairs_of_underwater_and_medical():
             assert p.ref.shape == p.dist.shape and not np.array_equal(p.ref, p.dist)
 
 
+def test_neutron_has_six_gray_transmission_sources():
+    """The two CT slices decode (lossless JPEG 2000, through Pillow) and are gray: every
+    source of the neutron set is a single-channel image in RGB."""
+    s = domain_samples("neutron")
+    assert s.groups == ["RG1", "RG3", "693", "CT_abdomen", "CT_head", "shepp_logan_phantom"]
+    for r in s.references:
+        assert np.array_equal(r.image[..., 0], r.image[..., 2]) and r.image.std() > 0.05
+
+
 def test_unknown_domain_names_the_choices():
     with pytest.raises(CalibrationError, match=r"Domain for option '--domain': got 'medicl'.*"
                                                r"Did you mean 'medical'\?"):
