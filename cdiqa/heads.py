@@ -17,8 +17,10 @@ Kinds (``kind`` in the JSON):
 kind           severity g(x)                                           fitted on
 =============  ======================================================  ======================
 label_free     pca:      max(0, w . x) / tau                           unlabeled pairs
-               energy:   sqrt(w . x²) / tau   (w >= 0 per feature)
-               whitened: ||x W|| / tau        (W: D x m whitening)
+               energy:   sqrt(w . x²) / tau   (w >= 0 per feature)     (pca, energy,
+               whitened: ||x W|| / tau        (W: D x m whitening)     whitened), a ladder's
+               linear:   max(w . x, f |w| . x) / tau              known order (linear)
+                         (w of either sign, floor 0 <= f < 1)
 few_shot       energy: beta_0 sqrt(w' . x²) (w': label-free w,       k labelled pairs
                        re-weighted per block); ridge: max(0, beta . (x P))
 supervised     max(0, a . h),  h = tanh(x W + b) - tanh(b)              opinion scores
@@ -46,7 +48,7 @@ from cdiqa.masking import features_from_stats
 HEAD_VERSION = 1
 Transform = Literal["log1p", "identity"]
 TRANSFORMS = ("log1p", "identity")
-LABEL_FREE_METHODS = ("pca", "energy", "whitened")
+LABEL_FREE_METHODS = ("pca", "energy", "whitened", "linear")
 
 
 def _array(d: dict, key: str, ndim: int) -> np.ndarray:
@@ -131,13 +133,17 @@ class LabelFreeHead(Head):
     """Severity from a dimensionality reduction fitted on unlabeled pairs.
 
     ``method``: "pca" (first principal component, sign fixed so distorted pairs project
-    positive), "energy" (weighted RMS of x, weights >= 0) or "whitened" (norm of x after a
-    D x m whitening).
+    positive), "energy" (weighted RMS of x, weights >= 0), "whitened" (norm of x after a
+    D x m whitening) or "linear" (weights of either sign fitted to a degradation ladder's
+    known order: ``fit_heads.fit_signed``). ``floor`` (linear only): the severity is at least
+    ``floor`` times the unsigned sum |w| . x, so a distorted pair whose errors fall where
+    the weights are negative still scores below 1.0 (x >= 0: only identical images reach it).
     """
 
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    method: Literal["pca", "energy", "whitened"] = "pca"
+    method: Literal["pca", "energy", "whitened", "linear"] = "pca"
     tau: float = 1.0
+    floor: float = 0.0
     kind: ClassVar[str] = "label_free"
 
     def __post_init__(self) -> None:
@@ -148,7 +154,12 @@ class LabelFreeHead(Head):
                                        f"one of {LABEL_FREE_METHODS}", "Refit the head"))
         if not self.tau > 0:
             raise ConfigError(describe("tau", "head", self.kind, self.tau, "> 0", "Refit the head"))
-        want = {"pca": (self.dim,), "energy": (self.dim,), "whitened": (self.dim, None)}
+        if not 0 <= self.floor < 1 or (self.floor and self.method != "linear"):
+            raise ConfigError(describe("Floor", "head", self.kind, self.floor,
+                                       "0 <= floor < 1, and 0 unless the method is 'linear'",
+                                       "Refit the head"))
+        want = {"pca": (self.dim,), "energy": (self.dim,), "whitened": (self.dim, None),
+                "linear": (self.dim,)}
         want = want[self.method]
         got = self.weights.shape
         if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
@@ -160,6 +171,8 @@ class LabelFreeHead(Head):
     def _severity(self, x: np.ndarray) -> np.ndarray:
         if self.method == "pca":
             g = np.maximum(x @ self.weights, 0.0)
+        elif self.method == "linear":
+            g = np.maximum(x @ self.weights, self.floor * (x @ np.abs(self.weights)))
         elif self.method == "energy":
             g = np.sqrt((x * x) @ self.weights)
         else:
@@ -168,7 +181,8 @@ class LabelFreeHead(Head):
         return g / self.tau
 
     def _params(self) -> dict:
-        return {"method": self.method, "weights": self.weights, "tau": float(self.tau)}
+        out = {"method": self.method, "weights": self.weights, "tau": float(self.tau)}
+        return out | ({"floor": float(self.floor)} if self.method == "linear" else {})
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,7 +302,7 @@ def load_head(d: dict) -> Head:
     kw.update({k: _array(d, k, n) for k, n in arrays.items()})
     if kind == "label_free":
         method = d.get("method", "pca")
-        kw.update(method=method, tau=float(d.get("tau", 1.0)),
+        kw.update(method=method, tau=float(d.get("tau", 1.0)), floor=float(d.get("floor", 0.0)),
                   weights=_array(d, "weights", 2 if method == "whitened" else 1))
     else:
         kw["mos_range"] = tuple(float(x) for x in d.get("mos_range", (1.0, 5.0)))

@@ -24,6 +24,8 @@ def _heads(rng: np.random.Generator) -> list:
         FewShotHead(scale=scale, form="energy", weights=rng.uniform(0, 1, D), coef=[0.8]),
         SupervisedHead(scale=scale, transform="identity", w1=rng.normal(size=(D, 5)),
                        b1=rng.normal(size=5), w2=rng.normal(size=5)),
+        LabelFreeHead(scale=scale, weights=rng.normal(size=D), method="linear", tau=0.5,
+                      floor=0.1),
     ]
 
 
@@ -33,10 +35,10 @@ def heads(rng):
 
 
 def _ids():
-    return ["pca", "energy", "whitened", "few_shot", "few_shot_energy", "supervised"]
+    return ["pca", "energy", "whitened", "few_shot", "few_shot_energy", "supervised", "linear"]
 
 
-@pytest.mark.parametrize("i", range(6), ids=_ids())
+@pytest.mark.parametrize("i", range(len(_ids())), ids=_ids())
 def test_identical_images_score_exactly_one_even_inside_a_batch(rng, i):
     head = _heads(rng)[i]
     v = np.abs(rng.normal(size=(6, D)))
@@ -46,7 +48,7 @@ def test_identical_images_score_exactly_one_even_inside_a_batch(rng, i):
     assert head.severity(np.zeros((1, D)))[0] == 0.0
 
 
-@pytest.mark.parametrize("i", range(6), ids=_ids())
+@pytest.mark.parametrize("i", range(len(_ids())), ids=_ids())
 def test_scores_lie_in_unit_interval_and_fall_with_severity(rng, i):
     head = _heads(rng)[i]
     v = np.abs(rng.normal(size=(200, D))) * rng.uniform(0, 50, (200, 1))
@@ -57,6 +59,26 @@ def test_scores_lie_in_unit_interval_and_fall_with_severity(rng, i):
     assert np.all(np.diff(q[order]) <= 0)  # strictly a decreasing map of g
 
 
+def test_linear_head_floor_keeps_every_distorted_pair_below_one(rng):
+    """Errors only where the weights are negative: without the floor such a pair would score
+    exactly 1.0, as if undistorted."""
+    w = np.array([1.0, -2.0, 0.5, -1.0] * (D // 4))
+    head = LabelFreeHead(scale=np.ones(D), weights=w, method="linear", floor=0.1)
+    v = np.zeros((1, D))
+    v[0, w < 0] = 0.3
+    assert head.severity(v)[0] > 0 and head.score(v)[0] < 1.0
+    assert LabelFreeHead(scale=np.ones(D), weights=w, method="linear").score(v)[0] == 1.0
+    assert load_head(head.to_dict()).floor == 0.1
+
+
+@pytest.mark.parametrize("method, floor", [("linear", 1.0), ("linear", -0.1), ("pca", 0.1)])
+def test_a_floor_outside_the_linear_head_or_its_range_is_refused(method, floor):
+    from cdiqa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Floor"):
+        LabelFreeHead(scale=np.ones(D), weights=np.ones(D), method=method, floor=floor)
+
+
 def test_energy_head_falls_along_every_ray_from_the_origin(rng):
     head = _heads(rng)[1]
     direction = np.abs(rng.normal(size=D))
@@ -64,7 +86,7 @@ def test_energy_head_falls_along_every_ray_from_the_origin(rng):
     assert q[0] == 1.0 and np.all(np.diff(q) < 0)
 
 
-@pytest.mark.parametrize("i", range(6), ids=_ids())
+@pytest.mark.parametrize("i", range(len(_ids())), ids=_ids())
 def test_to_dict_round_trips_through_json(rng, i):
     head = _heads(rng)[i]
     v = np.abs(rng.normal(size=(7, D)))

@@ -11,6 +11,9 @@ ranked         the label-free energy with one weight per feature fitted to rank 
                known severity (a degradation ladder, pooled over references and
                degradations; no opinion score), the same ranking loss and prior as few_shot.
                A label-free head (its JSON kind): calibrate's domain head candidate.
+signed         max(0, w . x) with w of either sign, fitted to the same ranking (``fit_signed``):
+               a band's error can then count against another's (blur lowers a gradient,
+               noise raises it), which a weighted energy cannot. Also a domain head candidate.
 few_shot       "energy" (default): the label-free energy with one log-weight per block,
                fitted to rank the k labelled pairs (logistic loss on pairs of pairs, a
                Gaussian prior pulling the log-weights to 0), then scaled to the target
@@ -204,6 +207,60 @@ def fit_ranked(v: np.ndarray, severity: np.ndarray, *, prior: float,
                                    method="energy"), v_all)
 
 
+#: floor of the signed head (``LabelFreeHead.floor``): without it 23 of neutron's 225 held-out
+#: ladder pairs scored exactly 1.0, as if undistorted
+SIGNED_FLOOR = 0.1
+
+
+def fit_signed(v: np.ndarray, severity: np.ndarray, *, prior: float,
+               v_unlabelled: np.ndarray | None = None,
+               transform: Literal["log1p", "identity"] = "log1p") -> LabelFreeHead:
+    """Linear head g = max(0, w . x), w of either sign, ranking the pairs by known severity.
+
+    The logistic ranking loss of ``fit_ranked`` on w . x over every pair of pairs of unequal
+    severity, plus ``prior`` times the squared norm of w with each feature in units of its
+    spread (so the prior does not depend on the features' scales). The head's severity is
+    floored at ``SIGNED_FLOOR`` |w| . x. No intercept, so identical images still score 1.0
+    and only they do; ``v_unlabelled`` only joins the feature scale and tau. Measured on
+    neutron, cross-validated (docs/benchmarks.md): pooled 0.796 -> 0.862 as calibrate's
+    choice, where the energy of sign-blind errors cannot weigh blur against noise.
+    """
+    from scipy.optimize import minimize
+
+    v = _check_features(v)
+    sev = _per_pair(severity, len(v), "Severity", "severity", "Give one known severity per pair")
+    v_all = v if v_unlabelled is None else np.concatenate([v, _check_features(v_unlabelled)])
+    scale, probe = _probe(v_all, transform)
+    x = probe.features(v)
+    i, j, sign = _ranked_pairs(-sev)
+    if len(i) == 0:  # nothing to rank: the label-free energy
+        return fit_label_free(v_all, "energy", transform=transform)
+    spread = x.std(axis=0) + 1e-9
+    f, n = SIGNED_FLOOR, len(x)
+
+    def loss(w):  # the head's own severity, floor included (a kink where the floor takes over)
+        a, b = x @ w, f * (x @ np.abs(w))
+        signed = a >= b
+        z = RANK_SHARPNESS * sign * (np.where(signed, a, b)[j] - np.where(signed, a, b)[i])
+        dz = -(0.5 - 0.5 * np.tanh(z / 2)) * RANK_SHARPNESS * sign / len(z)  # d loss / d g_j
+        dg = np.bincount(j, dz, n) - np.bincount(i, dz, n)
+        grad = x.T @ (dg * signed) + f * np.sign(w) * (x.T @ (dg * ~signed))
+        return (float(np.mean(np.logaddexp(0.0, -z)) + prior * np.sum((w * spread) ** 2)),
+                grad + 2 * prior * w * spread ** 2)
+
+    # from 0: a feature that never varies (chroma on gray images) keeps weight 0
+    w = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
+    return _with_tau(LabelFreeHead(scale=scale, transform=transform, weights=w,
+                                   method="linear", floor=SIGNED_FLOOR), v_all)
+
+
+def _ranked_pairs(mos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, sign) over every pair of rows with unequal ``mos``; sign > 0 when i is better."""
+    i, j = np.triu_indices(len(mos), 1)
+    keep = mos[i] != mos[j]
+    return i[keep], j[keep], np.sign(mos[i[keep]] - mos[j[keep]])
+
+
 def severity_target(mos: np.ndarray, mos_range: tuple[float, float]) -> np.ndarray:
     """t = -ln(q), q = (mos - lo) / (hi - lo) clipped to [Q_FLOOR, 1]: 0 for the best score."""
     lo, hi = mos_range
@@ -310,9 +367,7 @@ def _ranked_weights(x: np.ndarray, mos: np.ndarray, w: np.ndarray, blocks: np.nd
 
     used = np.unique(blocks[w > 0])
     energy = np.stack([(x[:, blocks == b] ** 2) @ w[blocks == b] for b in used], axis=1)
-    i, j = np.triu_indices(len(mos), 1)
-    keep = mos[i] != mos[j]
-    i, j, sign = i[keep], j[keep], np.sign(mos[i[keep]] - mos[j[keep]])
+    i, j, sign = _ranked_pairs(mos)
     if len(i) == 0:  # every label equal: nothing to rank, keep the label-free weights
         return w
 
