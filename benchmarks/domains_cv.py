@@ -75,7 +75,7 @@ def cross_validate(domain: str, steps: int, log=print) -> dict:
                       else pair_features(m, [pairs[i] for i in rows]))
             # the head's cross-validated SRCC on the calibration ladder (its known order, no
             # opinion score): what a guard may use
-            fold[name] = (max(choice.srcc.values(), default=0.0), choice.head.score(v_rows))
+            fold[name] = (choice.best, choice.head.score(v_rows))
             log(f"{domain}: held out {g}, {name} model: " + "; ".join(notes))
         adapted[rows], refit[rows] = fold["adapted"][1], fold["natural"][1]
         guarded[rows] = max(fold.values(), key=lambda x: x[0])[1]
