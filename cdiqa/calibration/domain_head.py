@@ -9,8 +9,8 @@
                         label-free  refitted: the domain's feature scale (``fit_label_free``)
                         ranked p    per-feature weights fitted to the ladder's known order,
                                     prior p in ``RANKED_PRIORS`` (``fit_ranked``)
-                        signed p    max(0, w . x), w of either sign, fitted to that order,
-                                    prior p in ``SIGNED_PRIORS`` (``fit_signed``)
+                        signed p    max(w . x, 0.1 |w| . x), w of either sign, fitted to
+                                    that order, prior p in ``SIGNED_PRIORS`` (``fit_signed``)
           │ each scored leave-one-source-image-out: fitted on the other images' ladders;
           │ held-out SRCC against -severity, pooled and within each degradation
           ▼
