@@ -35,7 +35,7 @@ head at scale 1 won 2 folds by a hair).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -131,7 +131,7 @@ def choose_head(v: np.ndarray, severity: np.ndarray, groups, *, base, layout: di
     if len(set(groups.tolist())) < 2:
         return HeadChoice(fits["label-free"](v, severity), "label-free", {})
     cv = {name: cross_validated(f, v, severity, groups, kinds) for name, f in fits.items()}
-    choice = HeadChoice(None, "", {k: p for k, (p, _) in cv.items()},
+    scored = HeadChoice(None, "", {k: p for k, (p, _) in cv.items()},
                         {k: w for k, (_, w) in cv.items()})
-    best = next(k for k, x in choice.score.items() if x >= choice.best - MARGIN)
-    return HeadChoice(fits[best](v, severity), best, choice.srcc, choice.within)
+    best = next(k for k, x in scored.score.items() if x >= scored.best - MARGIN)
+    return replace(scored, head=fits[best](v, severity), name=best)

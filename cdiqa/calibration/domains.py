@@ -221,12 +221,17 @@ def _ct_slices() -> dict[str, np.ndarray]:
     own head test file."""
     from cdiqa import _lazy
 
-    pydicom_data = Path(_lazy.lazy_import("pydicom", purpose="DICOM domain samples").__file__)
+    pydicom_dir = Path(_lazy.lazy_import("pydicom", purpose="DICOM domain samples").__file__)
     files = {"CT_abdomen": nema_folder() / "explicit_VR-UN.dcm",
-             "CT_head": pydicom_data.parent / "data" / "test_files" /
+             "CT_head": pydicom_dir.parent / "data" / "test_files" /
              "J2K_pixelrep_mismatch.dcm"}
     out = {}
     for name, path in files.items():
+        if not path.is_file():
+            raise CalibrationError(describe("Built-in samples", "file", path, "missing",
+                                            f"the {name} slice of pydicom / pydicom-data",
+                                            "Install 'cdiqa[train]' (pydicom 3, pydicom-data) "
+                                            "or pass --images"))
         a, invert = _dicom_pixels(path)
         out[name] = _windowed([a], invert, name)[0]
     return out

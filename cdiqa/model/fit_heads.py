@@ -11,9 +11,10 @@ ranked         the label-free energy with one weight per feature fitted to rank 
                known severity (a degradation ladder, pooled over references and
                degradations; no opinion score), the same ranking loss and prior as few_shot.
                A label-free head (its JSON kind): calibrate's domain head candidate.
-signed         max(0, w . x) with w of either sign, fitted to the same ranking (``fit_signed``):
-               a band's error can then count against another's (blur lowers a gradient,
-               noise raises it), which a weighted energy cannot. Also a domain head candidate.
+signed         max(w . x, 0.1 |w| . x), w of either sign, fitted to the same ranking
+               (``fit_signed``): a band's error can then count against another's (blur lowers
+               a gradient, noise raises it), which a weighted energy cannot. Also a domain
+               head candidate.
 few_shot       "energy" (default): the label-free energy with one log-weight per block,
                fitted to rank the k labelled pairs (logistic loss on pairs of pairs, a
                Gaussian prior pulling the log-weights to 0), then scaled to the target
@@ -215,7 +216,7 @@ SIGNED_FLOOR = 0.1
 def fit_signed(v: np.ndarray, severity: np.ndarray, *, prior: float,
                v_unlabelled: np.ndarray | None = None,
                transform: Literal["log1p", "identity"] = "log1p") -> LabelFreeHead:
-    """Linear head g = max(0, w . x), w of either sign, ranking the pairs by known severity.
+    """Linear head g = max(w . x, f |w| . x), w of either sign, ranking pairs by known severity.
 
     The logistic ranking loss of ``fit_ranked`` on w . x over every pair of pairs of unequal
     severity, plus ``prior`` times the squared norm of w with each feature in units of its
@@ -241,7 +242,8 @@ def fit_signed(v: np.ndarray, severity: np.ndarray, *, prior: float,
     def loss(w):  # the head's own severity, floor included (a kink where the floor takes over)
         a, b = x @ w, f * (x @ np.abs(w))
         signed = a >= b
-        z = RANK_SHARPNESS * sign * (np.where(signed, a, b)[j] - np.where(signed, a, b)[i])
+        g = np.where(signed, a, b)
+        z = RANK_SHARPNESS * sign * (g[j] - g[i])
         dz = -(0.5 - 0.5 * np.tanh(z / 2)) * RANK_SHARPNESS * sign / len(z)  # d loss / d g_j
         dg = np.bincount(j, dz, n) - np.bincount(i, dz, n)
         grad = x.T @ (dg * signed) + f * np.sign(w) * (x.T @ (dg * ~signed))

@@ -40,6 +40,14 @@ def test_neutron_has_six_gray_transmission_sources():
         assert np.array_equal(r.image[..., 0], r.image[..., 2]) and r.image.std() > 0.05
 
 
+def test_a_missing_ct_slice_is_named(tmp_path, monkeypatch):
+    from cdiqa.calibration import domains
+
+    monkeypatch.setattr(domains, "nema_folder", lambda: tmp_path)
+    with pytest.raises(CalibrationError, match="explicit_VR-UN.dcm.*missing.*--images"):
+        domains._ct_slices()
+
+
 def test_unknown_domain_names_the_choices():
     with pytest.raises(CalibrationError, match=r"Domain for option '--domain': got 'medicl'.*"
                                                r"Did you mean 'medical'\?"):
